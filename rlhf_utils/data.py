@@ -1,0 +1,113 @@
+"""The datasets every stage reads, in TRL's standard conversational formats.
+
+* ``sft``: ``messages`` (user turn, assistant turn).
+* ``preference`` / ``preference_test``: ``prompt`` (messages ending in a user turn),
+  ``chosen`` and ``rejected`` (one assistant message each); the toy world adds
+  ``category`` and the gold reward of both sides.
+* ``iteration_<t>`` and ``eval_prompts``: ``prompt``.
+
+For the tiny preset they are generated from the toy world (disjoint prompt splits, seeded);
+for the real presets they come from the data recipe's hub mixture (``rlhf_utils.recipes``).
+Either way they are saved under ``<run>/data/<split>`` and loaded back from there.
+
+Usage::
+
+    splits = prepare_data(cfg, run)          # builds once, then reuses what is on disk
+    splits["sft"][0]["messages"]
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from datasets import Dataset, load_from_disk
+
+from .artifacts import RunDir, atomic_dir
+from .config import Config
+from .world import ToyWorld
+
+
+def user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def assistant(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
+
+
+def prompt_text(prompt: list[dict[str, str]]) -> str:
+    """The last user turn of a conversational prompt (what the toy world's gold reward reads)."""
+    return prompt[-1]["content"]
+
+
+def split_names(cfg: Config) -> list[str]:
+    iters = [f"iteration_{t + 1}" for t in range(cfg.online.iterations)]
+    return ["sft", "preference", "preference_test", *iters, "eval_prompts"]
+
+
+def _preference_rows(rows: list[dict[str, Any]]) -> dict[str, list]:
+    return {
+        "prompt": [user(r["prompt"]) for r in rows],
+        "chosen": [assistant(r["chosen"]) for r in rows],
+        "rejected": [assistant(r["rejected"]) for r in rows],
+        "category": [r["category"] for r in rows],
+        "gold_chosen": [r["gold_chosen"] for r in rows],
+        "gold_rejected": [r["gold_rejected"] for r in rows],
+    }
+
+
+def build_toy_world_splits(cfg: Config, world: ToyWorld) -> dict[str, Dataset]:
+    """Every split of the toy world, deterministic in ``cfg.runtime.seed``."""
+    w, seed = cfg.world, cfg.runtime.seed
+    pools = world.split_pool(w.n_eval_prompts, w.n_iteration_prompts, cfg.online.iterations, seed)
+    rng = random.Random(seed + 1)
+    sft_prompts = [rng.choice(pools["train"]) for _ in range(w.n_sft_prompts)]
+    sft = {"messages": [user(i.text) + assistant(world.teacher_response(i, rng, w.teacher_skill)) for i in sft_prompts]}
+    pair_args = dict(skill=w.teacher_skill, temperature=w.annotator_temperature, length_bias=w.annotator_length_bias)
+    train_pairs = world.preference_pairs(pools["train"], w.n_pref_prompts, seed + 2, **pair_args)
+    # Held-out pairs live on the evaluation prompts, which no training stage ever sees.
+    test_pairs = world.preference_pairs(pools["eval"], w.n_eval_prompts, seed + 3, **pair_args)
+    splits = {
+        "sft": Dataset.from_dict(sft),
+        "preference": Dataset.from_dict(_preference_rows(train_pairs)),
+        "preference_test": Dataset.from_dict(_preference_rows(test_pairs)),
+        "eval_prompts": Dataset.from_dict({"prompt": [user(i.text) for i in pools["eval"]]}),
+    }
+    for t in range(cfg.online.iterations):
+        name = f"iteration_{t + 1}"
+        splits[name] = Dataset.from_dict({"prompt": [user(i.text) for i in pools[name]]})
+    return splits
+
+
+def build_recipe_splits(cfg: Config) -> dict[str, Dataset]:
+    """The real presets' splits, from the hub mixture named by ``data.recipe``."""
+    from .recipes import build_split, load_recipe
+
+    recipe, seed = load_recipe(cfg.data.recipe), cfg.runtime.seed
+    splits = {"sft": build_split(recipe, "sft", seed), "eval_prompts": build_split(recipe, "eval_prompts", seed)}
+    full = build_split(recipe, "preference", seed).train_test_split(test_size=0.02, seed=seed)
+    splits["preference"], splits["preference_test"] = full["train"], full["test"]
+    for t in range(cfg.online.iterations):
+        splits[f"iteration_{t + 1}"] = build_split(recipe, "iteration_prompts", seed, index=t)
+    return splits
+
+
+def is_toy_world(cfg: Config) -> bool:
+    return cfg.data.recipe == "toy_world" or cfg.data.recipe.endswith("toy_world.yaml")
+
+
+def prepare_data(cfg: Config, run: RunDir) -> dict[str, Dataset]:
+    """Build the splits into ``<run>/data`` unless they are there already; return them loaded."""
+    names = split_names(cfg)
+    missing = [n for n in names if not (run / f"data/{n}/dataset_info.json").exists()]
+    if missing:
+        splits = build_toy_world_splits(cfg, ToyWorld.from_recipe(cfg.data.recipe)) if is_toy_world(cfg) else build_recipe_splits(cfg)
+        for name in missing:
+            with atomic_dir(run / f"data/{name}") as tmp:
+                splits[name].save_to_disk(str(tmp))
+    return load_splits(run, names)
+
+
+def load_splits(run: RunDir, names: list[str]) -> dict[str, Dataset]:
+    return {name: load_from_disk(str(run.require(f"data/{name}", "01_sft.ipynb"))) for name in names}

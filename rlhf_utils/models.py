@@ -1,0 +1,188 @@
+"""Tokenizers and models: built from config for the tiny preset, loaded by id or path otherwise.
+
+The tiny preset builds a word-level tokenizer (``tokenizers`` WordLevel) over the toy
+world's vocabulary, with a chat template, and Llama-architecture models from config.
+They are saved with ``save_pretrained`` and loaded back by path through exactly the same
+:func:`load_tokenizer` / :func:`load_causal_lm` calls that take a hub id in the larger presets.
+
+Safety: weights load from safetensors only (``use_safetensors=True``) and remote code runs
+only if the preset sets ``models.trust_remote_code: true``. A hub token, if needed, is read
+by ``huggingface_hub`` from the ``HF_TOKEN`` environment variable; this module never sees it.
+
+Usage::
+
+    tok = build_tokenizer(world.vocabulary())
+    model = build_tiny_causal_lm(cfg.models.tiny, tok, seed=0)
+    save_pretrained(model, tok, run / "models" / "init")
+    model = load_causal_lm(run / "models" / "init", cfg)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaForSequenceClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+from .artifacts import atomic_dir
+from .config import Config, TinyModelConfig
+
+PAD, UNK, EOS = "<pad>", "<unk>", "<|end|>"
+ROLE_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>"]
+# Words of the preference-model format (stage 3), so one tokenizer serves every stage.
+PM_TOKENS = ["[CONTEXT]", "[RESPONSE", "A]", "B]", "A", "B"]
+
+# The assistant turn, its end token included, sits inside {% generation %} so that TRL's
+# assistant-only loss trains the model to stop.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'assistant' -%}"
+    "{{ '<|assistant|> ' }}{% generation %}{{ message['content'] + ' <|end|>' }}{% endgeneration %}{{ ' ' }}"
+    "{%- else -%}"
+    "{{ '<|' + message['role'] + '|> ' + message['content'] + ' ' }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|assistant|> ' }}{%- endif -%}"
+)
+
+
+def build_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over ``words`` with a chat template; pad is its own token, never eos."""
+    vocab = {tok: i for i, tok in enumerate([PAD, UNK, EOS, *ROLE_TOKENS, *PM_TOKENS, *words])}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token=PAD,
+        unk_token=UNK,
+        eos_token=EOS,
+        additional_special_tokens=ROLE_TOKENS,
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=512,
+    )
+    return tok
+
+
+def _llama_config(shape: TinyModelConfig, tok: PreTrainedTokenizerBase, **extra) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=shape.hidden_size,
+        num_hidden_layers=shape.num_hidden_layers,
+        num_attention_heads=shape.num_attention_heads,
+        num_key_value_heads=shape.num_attention_heads,
+        intermediate_size=shape.intermediate_size,
+        max_position_embeddings=shape.max_position_embeddings,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+        **extra,
+    )
+
+
+def build_tiny_causal_lm(shape: TinyModelConfig, tok: PreTrainedTokenizerBase, seed: int) -> LlamaForCausalLM:
+    """A randomly initialised Llama causal LM of the preset's shape (deterministic in ``seed``)."""
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(_llama_config(shape, tok))
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    return model
+
+
+def build_tiny_reward_model(
+    shape: TinyModelConfig, tok: PreTrainedTokenizerBase, seed: int
+) -> LlamaForSequenceClassification:
+    """The sequence-classification twin (one scalar head) used as a Bradley-Terry reward model."""
+    torch.manual_seed(seed)
+    return LlamaForSequenceClassification(_llama_config(shape, tok, num_labels=1))
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ---------------------------------------------------------------------- devices
+
+
+def resolve_device(cfg: Config) -> str:
+    if cfg.runtime.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.runtime.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("runtime.device: cuda was asked for but no CUDA device is visible")
+    return cfg.runtime.device
+
+
+def resolve_precision(cfg: Config) -> str:
+    """``auto`` picks bf16 on GPUs that support it, fp16 on older ones (the T4), fp32 on the CPU."""
+    if cfg.runtime.precision != "auto":
+        return cfg.runtime.precision
+    if resolve_device(cfg) != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def torch_dtype(cfg: Config) -> torch.dtype:
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[resolve_precision(cfg)]
+
+
+def apply_runtime(cfg: Config) -> None:
+    """Thread count and determinism switches of the preset (call once per process)."""
+    if cfg.runtime.num_threads:
+        torch.set_num_threads(cfg.runtime.num_threads)
+
+
+# ---------------------------------------------------------------------- loading
+
+
+def _check_source(name_or_path: str | Path, what: str) -> str:
+    """A local path must hold a saved model; anything else is taken as a hub id."""
+    text = str(name_or_path)
+    path = Path(text)
+    looks_local = path.is_absolute() or text.startswith(".") or path.exists()
+    if looks_local and not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{what}: {path} holds no saved model (no config.json); run the stage that writes it")
+    return text
+
+
+def load_tokenizer(name_or_path: str | Path, cfg: Config) -> PreTrainedTokenizerBase:
+    src = _check_source(name_or_path, "tokenizer")
+    tok = AutoTokenizer.from_pretrained(src, trust_remote_code=cfg.models.trust_remote_code)
+    if not tok.chat_template:
+        raise ValueError(f"tokenizer {src}: has no chat template; the recipe needs one to format conversations")
+    return tok
+
+
+def load_causal_lm(name_or_path: str | Path, cfg: Config) -> PreTrainedModel:
+    src = _check_source(name_or_path, "model")
+    return AutoModelForCausalLM.from_pretrained(
+        src, dtype=torch_dtype(cfg), use_safetensors=True, trust_remote_code=cfg.models.trust_remote_code
+    )
+
+
+def load_reward_model(name_or_path: str | Path, cfg: Config) -> PreTrainedModel:
+    src = _check_source(name_or_path, "reward model")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        src, num_labels=1, dtype=torch_dtype(cfg), use_safetensors=True, trust_remote_code=cfg.models.trust_remote_code
+    )
+    if model.config.num_labels != 1:
+        raise ValueError(f"reward model {src}: its head outputs {model.config.num_labels} values, expected one scalar")
+    return model
+
+
+def save_pretrained(model: PreTrainedModel, tok: PreTrainedTokenizerBase, path: str | Path) -> Path:
+    """Save model and tokenizer as safetensors, atomically (a half-written dir never appears at ``path``)."""
+    with atomic_dir(path) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+    return Path(path)
