@@ -1,0 +1,15 @@
+"""rlhf_utils: the helper package behind the RLHF Workflow notebooks.
+
+Modules, one concept each: ``config`` (presets), ``world`` (the toy task and its gold
+reward), ``data`` (datasets), ``recipes`` (hub mixtures), ``models`` (tokenizers and
+models), ``generation`` (sampling), ``training`` (TRL trainers), ``evaluation``,
+``artifacts`` (the run dir), ``pipeline`` (papermill runner), ``cli``.
+"""
+
+import warnings
+
+# tqdm.auto asks for ipywidgets inside Jupyter; we keep notebooks free of widget state and
+# fall back to text progress bars on purpose.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
+__version__ = "0.1.0"

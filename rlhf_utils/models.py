@@ -186,3 +186,15 @@ def save_pretrained(model: PreTrainedModel, tok: PreTrainedTokenizerBase, path: 
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
     return Path(path)
+
+
+def prepare_initial_policy(cfg: Config, run, vocabulary: list[str] | None) -> str:
+    """Where SFT starts. ``tiny``: build tokenizer and model from config into ``models/init``;
+    otherwise the preset's hub id or local path, as it is."""
+    if cfg.models.policy != "tiny":
+        return cfg.models.policy
+    if vocabulary is None:
+        raise ValueError("models.policy: 'tiny' needs the toy_world data recipe (it builds the tokenizer's vocabulary)")
+    tok = build_tokenizer(vocabulary)
+    model = build_tiny_causal_lm(cfg.models.tiny, tok, cfg.runtime.seed)
+    return str(save_pretrained(model, tok, run / "models/init"))

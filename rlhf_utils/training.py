@@ -55,7 +55,7 @@ def common_args(cfg: Config, settings: Any, n_rows: int, output_dir: str | Path)
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=resolve_device(cfg) == "cpu",
-        gradient_checkpointing=cfg.runtime.gradient_checkpointing,
+        activation_checkpointing=cfg.runtime.gradient_checkpointing,
         seed=cfg.runtime.seed,
         data_seed=cfg.runtime.seed,
         logging_steps=max(1, int(steps) // 40),

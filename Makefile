@@ -1,0 +1,40 @@
+# Two commands on a fresh machine with Python 3.11 and pip:
+#   make run    set up .venv, then run the tiny pipeline  -> runs/tiny/results.json
+#   make test   set up .venv, then unit tests + nbval + an end-to-end papermill run
+# GPU users pick their torch build, e.g.:  make run TORCH_SPEC="torch==2.9.1" PRESET=colab_t4
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= dev
+PRESET ?= tiny
+ARGS ?=
+BIN := $(VENV)/bin
+
+.PHONY: setup run test unit nbval e2e notebooks clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+run: setup
+	$(BIN)/rlhf-workflow run --preset $(PRESET) $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax tests notebooks
+
+unit: setup
+	$(BIN)/python -m pytest -q -m "not e2e" tests
+
+nbval: setup
+	$(BIN)/python -m pytest -q --nbval-lax notebooks
+
+notebooks: setup
+	$(BIN)/rlhf-workflow notebooks
+
+clean:
+	rm -rf runs bench .pytest_cache

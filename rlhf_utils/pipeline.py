@@ -1,0 +1,156 @@
+"""The pipeline runner: executes the notebooks in order with papermill.
+
+Each notebook receives three parameters: ``preset``, ``run_dir`` and ``overrides`` (a dict
+of dotted keys). papermill writes them into the notebook as Python literals, so a value is
+always data, never code. The executed copies land in ``<run>/notebooks/``; each stage adds
+its numbers to ``<run>/results.json``; the runner adds ``<run>/manifest.json``.
+
+Adding a stage is one file in ``notebooks/`` and one line in :data:`NOTEBOOKS`.
+
+Usage::
+
+    results = run_pipeline("tiny", run_dir="runs/tiny", overrides={"runtime.seed": 1})
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .artifacts import REPO_ROOT, RunDir, atomic_write_json
+from .config import Config, load_config
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+NOTEBOOKS = [
+    "01_sft.ipynb",
+]
+PACKAGES = ["torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers", "papermill", "vllm"]
+# Environment variables that may hold secrets: never written anywhere by the runner.
+SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY")
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def list_artifacts(run: RunDir) -> dict[str, dict[str, Any]]:
+    """Every file under ``data/`` and ``models/`` with its size and sha256."""
+    out = {}
+    for sub in ("data", "models"):
+        for path in sorted((run / sub).rglob("*")):
+            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(run.path).parts):
+                out[str(path.relative_to(run.path))] = {"bytes": path.stat().st_size, "sha256": file_digest(path)}
+    return out
+
+
+def write_manifest(run: RunDir, cfg: Config, preset: str, overrides: dict[str, Any], notebooks: list[str]) -> None:
+    atomic_write_json(
+        run / "manifest.json",
+        {
+            "preset": preset,
+            "overrides": overrides,
+            "seed": cfg.runtime.seed,
+            "notebooks": notebooks,
+            "packages": package_versions(),
+            "git_commit": git_commit(),
+            "command": " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv)),
+            "artifacts": list_artifacts(run),
+        },
+    )
+
+
+def execute_notebook(source: Path, output: Path, parameters: dict[str, Any] | None, progress: bool) -> None:
+    """Run one notebook with papermill (kernel ``python3``: the interpreter of this environment)."""
+    import papermill as pm
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    pm.execute_notebook(
+        str(source),
+        str(output),
+        parameters=parameters or None,
+        kernel_name="python3",
+        cwd=str(source.parent),
+        progress_bar=progress,
+        log_output=False,
+    )
+
+
+def run_pipeline(
+    preset: str = "tiny",
+    run_dir: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    notebooks: list[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Execute the notebooks in order into ``<run>/notebooks/``; return ``results.json``.
+
+    The configuration is loaded and validated first, so a bad preset or override fails in
+    a second with a message naming the key, before any notebook starts.
+    """
+    overrides = dict(overrides or {})
+    cfg = load_config(preset, overrides)
+    run = RunDir.open(run_dir, cfg)
+    names = notebooks or NOTEBOOKS
+    for name in names:
+        if not (NOTEBOOK_DIR / name).is_file():
+            raise FileNotFoundError(f"notebook {name} is not in {NOTEBOOK_DIR}")
+    params = {"preset": str(preset), "run_dir": str(run.path.resolve()), "overrides": overrides}
+    for i, name in enumerate(names, 1):
+        print(f"[{i}/{len(names)}] {name} ...", flush=True)
+        start = time.time()
+        execute_notebook(NOTEBOOK_DIR / name, run / f"notebooks/{name}", params, progress)
+        print(f"[{i}/{len(names)}] {name} done in {time.time() - start:.1f}s", flush=True)
+    write_manifest(run, cfg, str(preset), overrides, names)
+    return run.results()
+
+
+def refresh_notebooks(notebooks: list[str] | None = None, progress: bool = True) -> None:
+    """Re-execute the committed notebooks in place with their defaults (the tiny preset)."""
+    for name in notebooks or NOTEBOOKS:
+        path = NOTEBOOK_DIR / name
+        print(f"refreshing {name} ...", flush=True)
+        execute_notebook(path, path, None, progress)
+        strip_run_metadata(path)
+
+
+def strip_run_metadata(path: Path) -> None:
+    """Drop papermill's per-cell timings and any widget state, which only add diff noise."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata.pop("widgets", None)
+    nb.metadata.pop("papermill", None)
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+    nbformat.write(nb, path)

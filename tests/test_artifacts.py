@@ -1,0 +1,35 @@
+import json
+
+import pytest
+
+from rlhf_utils.artifacts import RunDir, atomic_dir, atomic_write_json
+
+
+def test_atomic_write_json(tmp_path):
+    atomic_write_json(tmp_path / "a.json", {"x": 1})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_atomic_dir_leaves_nothing_on_failure(tmp_path):
+    with atomic_dir(tmp_path / "ok") as tmp:
+        (tmp / "f").write_text("done")
+    assert (tmp_path / "ok" / "f").read_text() == "done"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(tmp_path / "broken") as tmp:
+            (tmp / "half").write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok"]
+
+
+def test_results_merge_and_timings(tmp_path):
+    run = RunDir(tmp_path)
+    run.update_results("sft", {"gold_reward": 0.5}, seconds=1.234)
+    run.update_results("reward_model", {"accuracy": 0.8}, seconds=2)
+    res = run.results()
+    assert res["sft"] == {"gold_reward": 0.5} and res["timings"] == {"sft": 1.23, "reward_model": 2}
+
+
+def test_require_names_the_notebook(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run notebooks/01_sft.ipynb first"):
+        RunDir(tmp_path).require("models/sft", "01_sft.ipynb")
