@@ -13,3 +13,5 @@ import warnings
 warnings.filterwarnings("ignore", message="IProgress not found")
 
 __version__ = "0.1.0"
+# TRL 1.16 still calls transformers' deprecated `is_gradient_checkpointing`; nothing for users to act on.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

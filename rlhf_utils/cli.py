@@ -2,7 +2,7 @@
 
 Usage::
 
-    rlhf-workflow run --preset tiny [--run-dir DIR] [--seed N] [--set sft.learning_rate=1e-3 ...]
+    rlhf-workflow run --preset tiny [--run-dir DIR] [--seed N] [--set sft.learning_rate=1e-3 ...] [--resume]
     rlhf-workflow config --preset paper [--set ...]     # print the resolved configuration
     rlhf-workflow presets                               # list the presets
     rlhf-workflow notebooks                             # re-execute the committed notebooks in place
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-dir", default=None, help="output directory (default: runs/<preset>)")
     run.add_argument("--notebooks", nargs="+", help="run only these notebooks (file names)")
     run.add_argument("--no-progress", action="store_true", help="hide per-cell progress bars")
+    run.add_argument("--resume", action="store_true", help="keep the run dir and skip the phases already finished")
 
     cfg = sub.add_parser("config", help="print the resolved configuration as YAML")
     _add_config_args(cfg)
@@ -66,7 +67,12 @@ def main(argv: list[str] | None = None) -> int:
             from .pipeline import run_pipeline
 
             results = run_pipeline(
-                args.preset, args.run_dir, _overrides(args), notebooks=args.notebooks, progress=not args.no_progress
+                args.preset,
+                args.run_dir,
+                _overrides(args),
+                notebooks=args.notebooks,
+                progress=not args.no_progress,
+                resume=args.resume,
             )
             print(json.dumps(results, indent=2, sort_keys=True))
         elif args.command == "notebooks":

@@ -111,3 +111,32 @@ def prepare_data(cfg: Config, run: RunDir) -> dict[str, Dataset]:
 
 def load_splits(run: RunDir, names: list[str]) -> dict[str, Dataset]:
     return {name: load_from_disk(str(run.require(f"data/{name}", "01_sft.ipynb"))) for name in names}
+
+
+def _answer(value: Any) -> str:
+    """The text of a preference side: a string, or the last message of a conversation."""
+    if isinstance(value, list) and value and isinstance(value[-1], dict):
+        value = value[-1].get("content")
+    return value.strip() if isinstance(value, str) else ""
+
+
+def clean_preferences(ds: Dataset, name: str) -> Dataset:
+    """Drop preference rows whose ``chosen`` or ``rejected`` is missing or empty, or where the two
+    are identical (no signal, and a zero-gradient pair for DPO); print a count of each kind."""
+    missing = [c for c in ("prompt", "chosen", "rejected") if c not in ds.column_names]
+    if missing:
+        raise ValueError(f"{name}: missing column(s) {', '.join(missing)} (columns present: {', '.join(ds.column_names)})")
+    empty, same, keep = 0, 0, []
+    for i, (c, r) in enumerate(zip(ds["chosen"], ds["rejected"])):
+        c, r = _answer(c), _answer(r)
+        if not c or not r:
+            empty += 1
+        elif c == r:
+            same += 1
+        else:
+            keep.append(i)
+    if empty:
+        print(f"{name}: dropped {empty} rows with a missing or empty chosen/rejected answer")
+    if same:
+        print(f"{name}: dropped {same} rows whose chosen and rejected answers are identical")
+    return ds.select(keep) if len(keep) < len(ds) else ds

@@ -172,6 +172,8 @@ def load_causal_lm(name_or_path: str | Path, cfg: Config) -> PreTrainedModel:
 
 def load_reward_model(name_or_path: str | Path, cfg: Config) -> PreTrainedModel:
     src = _check_source(name_or_path, "reward model")
+    # Starting from a causal LM, the scalar head is freshly initialised: seed it for reproducibility.
+    torch.manual_seed(cfg.runtime.seed)
     model = AutoModelForSequenceClassification.from_pretrained(
         src, num_labels=1, dtype=torch_dtype(cfg), use_safetensors=True, trust_remote_code=cfg.models.trust_remote_code
     )
@@ -198,3 +200,22 @@ def prepare_initial_policy(cfg: Config, run, vocabulary: list[str] | None) -> st
     tok = build_tokenizer(vocabulary)
     model = build_tiny_causal_lm(cfg.models.tiny, tok, cfg.runtime.seed)
     return str(save_pretrained(model, tok, run / "models/init"))
+
+
+def prepare_scorer_start(cfg: Config, run, which: str) -> str:
+    """Where the reward model (``which="reward_model"``) or preference model training starts.
+
+    ``tiny``: a fresh model of the tiny shape on the run's tokenizer, saved to ``models/<which>_init``;
+    ``sft``: this run's SFT model (its LM head is replaced by a scalar head for the reward model);
+    anything else: a hub id or local path, as in the paper (which starts both from Llama-3-8B-Instruct).
+    """
+    source = getattr(cfg.models, which)
+    if source == "sft":
+        return str(run.require("models/sft", "01_sft.ipynb"))
+    if source != "tiny":
+        return source
+    tok_path = run.require("models/init", "01_sft.ipynb")
+    tok = load_tokenizer(tok_path, cfg)
+    build = build_tiny_reward_model if which == "reward_model" else build_tiny_causal_lm
+    model = build(cfg.models.tiny, tok, cfg.runtime.seed + 1)
+    return str(save_pretrained(model, tok, run / f"models/{which}_init"))

@@ -23,12 +23,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .artifacts import REPO_ROOT, RunDir, atomic_write_json
-from .config import Config, load_config
+from .artifacts import REPO_ROOT, RunDir, atomic_write_json, default_run_dir
+from .config import Config, ConfigError, load_config
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 NOTEBOOKS = [
     "01_sft.ipynb",
+    "02_reward_model.ipynb",
+    "03_preference_model.ipynb",
+    "04_online_iterative_dpo.ipynb",
 ]
 PACKAGES = ["torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers", "papermill", "vllm"]
 # Environment variables that may hold secrets: never written anywhere by the runner.
@@ -105,21 +108,63 @@ def execute_notebook(source: Path, output: Path, parameters: dict[str, Any] | No
     )
 
 
+RUN_OUTPUTS = ("config.yaml", "results.json", "manifest.json", "data", "models", "online", "eval", "notebooks")
+
+
+def clear_run_dir(path: Path) -> None:
+    """Remove what an earlier run wrote (only the runner's own outputs; anything else is left alone)."""
+    import shutil
+
+    for name in RUN_OUTPUTS:
+        target = path / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+def check_same_config(path: Path, cfg: Config) -> None:
+    """Resuming is only sound with the configuration that made the run dir."""
+    import yaml
+
+    saved_path = path / "config.yaml"
+    if not saved_path.exists():
+        return
+    saved = yaml.safe_load(saved_path.read_text())
+    now = cfg.to_dict()
+    diff = [f"{section}.{key}" for section, values in now.items() if isinstance(values, dict)
+            for key in values if saved.get(section, {}).get(key) != values[key]]
+    diff += [key for key, value in now.items() if not isinstance(value, dict) and saved.get(key) != value]
+    if diff:
+        raise ConfigError(
+            f"--resume: {path} was made with another configuration (preset {saved.get('name')!r}; "
+            f"differs in {', '.join(diff[:5])}{' ...' if len(diff) > 5 else ''}); use a new --run-dir or drop --resume"
+        )
+
+
 def run_pipeline(
     preset: str = "tiny",
     run_dir: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     notebooks: list[str] | None = None,
     progress: bool = True,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Execute the notebooks in order into ``<run>/notebooks/``; return ``results.json``.
 
     The configuration is loaded and validated first, so a bad preset or override fails in
-    a second with a message naming the key, before any notebook starts.
+    a second with a message naming the key, before any notebook starts. A fresh run clears
+    what an earlier run left in the run dir; ``resume=True`` keeps it, and every stage then
+    reuses the artifacts it finds finished (the configuration must be the same).
     """
     overrides = dict(overrides or {})
     cfg = load_config(preset, overrides)
-    run = RunDir.open(run_dir, cfg)
+    target = Path(run_dir) if run_dir else default_run_dir(cfg.name)
+    if resume:
+        check_same_config(target, cfg)
+    else:
+        clear_run_dir(target)
+    run = RunDir.open(target, cfg)
     names = notebooks or NOTEBOOKS
     for name in names:
         if not (NOTEBOOK_DIR / name).is_file():
@@ -136,6 +181,7 @@ def run_pipeline(
 
 def refresh_notebooks(notebooks: list[str] | None = None, progress: bool = True) -> None:
     """Re-execute the committed notebooks in place with their defaults (the tiny preset)."""
+    clear_run_dir(default_run_dir("tiny"))
     for name in notebooks or NOTEBOOKS:
         path = NOTEBOOK_DIR / name
         print(f"refreshing {name} ...", flush=True)

@@ -2,16 +2,21 @@
 
 Each ``train_*`` function builds the TRL config from the preset's section, trains, and saves
 the result (safetensors, with its tokenizer) atomically to ``output_dir``. It returns the
-trainer's log history, so a notebook can plot the loss curve.
+trainer's log history and wall time (:class:`TrainLog`); a finished checkpoint is reused, not retrained.
 
 Usage::
 
-    history = train_sft(cfg, "runs/tiny/models/init", splits["sft"], "runs/tiny/models/sft")
+    log = train_sft(cfg, "runs/tiny/models/init", splits["sft"], "runs/tiny/models/sft")
+    log.history[-1], log.seconds
 """
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,18 +82,49 @@ def lora_config(cfg: Config):
     )
 
 
-def _save(trainer: Any, output_dir: str | Path) -> None:
-    """Save the trained model (LoRA merged into the base) and tokenizer, atomically."""
+TRAIN_LOG = "train_log.json"
+
+
+@dataclass
+class TrainLog:
+    """What a training stage leaves: the trainer's log history and its wall time."""
+
+    history: list[dict[str, Any]]
+    seconds: float
+    reused: bool = False  # True when a finished checkpoint was found and training skipped
+
+
+def reuse(output_dir: str | Path) -> TrainLog | None:
+    """The log of a finished stage. The checkpoint dir appears atomically with its log, so a
+    log present means the model beside it is complete: resuming skips the stage."""
+    path = Path(output_dir) / TRAIN_LOG
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    print(f"reusing the finished checkpoint {output_dir} (trained in {data['seconds']:.1f}s)")
+    return TrainLog(data["history"], data["seconds"], reused=True)
+
+
+def _fit(trainer: Any, output_dir: str | Path) -> TrainLog:
+    """Train, then save model (LoRA merged into the base), tokenizer and log in one atomic rename."""
+    start = time.time()
+    trainer.train()
+    seconds = time.time() - start
     model = trainer.model
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     with atomic_dir(output_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         trainer.processing_class.save_pretrained(tmp)
+        (tmp / TRAIN_LOG).write_text(json.dumps({"history": trainer.state.log_history, "seconds": seconds}))
+    shutil.rmtree(trainer.args.output_dir, ignore_errors=True)  # nothing kept there (save_strategy="no")
+    return TrainLog(trainer.state.log_history, seconds)
 
 
-def train_sft(cfg: Config, model_path: str | Path, dataset: Dataset, output_dir: str | Path) -> list[dict[str, Any]]:
+def train_sft(cfg: Config, model_path: str | Path, dataset: Dataset, output_dir: str | Path) -> TrainLog:
     """Supervised fine-tuning with TRL's SFTTrainer: chat template, loss on assistant tokens only."""
+    if done := reuse(output_dir):
+        return done
     from trl import SFTConfig, SFTTrainer
 
     s = cfg.sft
@@ -106,6 +142,132 @@ def train_sft(cfg: Config, model_path: str | Path, dataset: Dataset, output_dir:
         processing_class=load_tokenizer(model_path, cfg),
         peft_config=lora_config(cfg),
     )
-    trainer.train()
-    _save(trainer, output_dir)
-    return trainer.state.log_history
+    return _fit(trainer, output_dir)
+
+
+def train_reward_model(
+    cfg: Config, base_path: str | Path, dataset: Dataset, output_dir: str | Path
+) -> TrainLog:
+    """A Bradley-Terry reward model with TRL's RewardTrainer: loss -log sigmoid(r(x, y+) - r(x, y-)).
+
+    A checkpoint without a pad token gets a dedicated one (never eos: see ``scoring.ensure_pad_token``).
+    """
+    if done := reuse(output_dir):
+        return done
+    from trl import RewardConfig, RewardTrainer
+
+    from .models import load_reward_model
+    from .scoring import ensure_pad_token
+
+    s = cfg.reward_model
+    model, tok = load_reward_model(base_path, cfg), load_tokenizer(base_path, cfg)
+    if ensure_pad_token(model, tok):
+        print(f"reward model: added a dedicated pad token {tok.pad_token!r} (pad = eos would make every score equal)")
+    args = RewardConfig(
+        **common_args(cfg, s, len(dataset), Path(output_dir).with_suffix(".trainer")),
+        weight_decay=s.weight_decay,
+        max_length=s.max_length,
+        center_rewards_coefficient=s.center_rewards_coefficient or None,
+    )
+    peft = lora_config(cfg)
+    if peft is not None:
+        peft.task_type = "SEQ_CLS"
+    trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok, peft_config=peft)
+    return _fit(trainer, output_dir)
+
+
+def preference_model_dataset(dataset: Dataset, seed: int) -> Dataset:
+    """Preference pairs in the paper's PM format; the preferred response sits at a random position."""
+    import random
+
+    from .data import prompt_text
+    from .scoring import pm_conversation
+
+    rng = random.Random(seed)
+    rows = [
+        pm_conversation(prompt_text(p), c[-1]["content"], r[-1]["content"], chosen_first=rng.random() < 0.5)
+        for p, c, r in zip(dataset["prompt"], dataset["chosen"], dataset["rejected"])
+    ]
+    return Dataset.from_dict({"messages": rows})
+
+
+def train_preference_model(
+    cfg: Config, base_path: str | Path, dataset: Dataset, output_dir: str | Path
+) -> TrainLog:
+    """A pairwise preference model: a causal LM trained (TRL SFTTrainer, loss on the answer) to say A or B."""
+    if done := reuse(output_dir):
+        return done
+    from trl import SFTConfig, SFTTrainer
+
+    s = cfg.preference_model
+    pm_data = preference_model_dataset(dataset, cfg.runtime.seed)
+    args = SFTConfig(
+        **common_args(cfg, s, len(pm_data), Path(output_dir).with_suffix(".trainer")),
+        max_length=s.max_length,
+        assistant_only_loss=True,
+    )
+    trainer = SFTTrainer(
+        model=load_causal_lm(base_path, cfg),
+        args=args,
+        train_dataset=pm_data,
+        processing_class=load_tokenizer(base_path, cfg),
+        peft_config=lora_config(cfg),
+    )
+    return _fit(trainer, output_dir)
+
+
+def drop_long_prompts(dataset: Dataset, tok: Any, max_prompt_tokens: int, name: str) -> Dataset:
+    """Drop rows whose rendered prompt exceeds ``max_prompt_tokens`` (TRL would truncate them silently)."""
+    lengths = [
+        len(tok.apply_chat_template(p, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"])
+        for p in dataset["prompt"]
+    ]
+    keep = [i for i, n in enumerate(lengths) if n <= max_prompt_tokens]
+    if len(keep) < len(dataset):
+        print(f"{name}: dropped {len(dataset) - len(keep)} rows with prompts longer than {max_prompt_tokens} tokens")
+    return dataset.select(keep) if len(keep) < len(dataset) else dataset
+
+
+def train_dpo(
+    cfg: Config,
+    policy_path: str | Path,
+    ref_path: str | Path,
+    pairs: Dataset,
+    output_dir: str | Path,
+    max_steps: int | None = None,
+) -> TrainLog:
+    """DPO with TRL's DPOTrainer from ``policy_path`` against the frozen reference ``ref_path``.
+
+    Reference log-probs are precomputed once: within one call the pairs and the reference are
+    fixed, so this is exact and saves a reference forward pass per epoch. ``max_steps`` fixes
+    the optimizer budget (the offline baseline matches the online run's steps with it).
+    """
+    if done := reuse(output_dir):
+        return done
+    from trl import DPOConfig, DPOTrainer
+
+    s = cfg.dpo
+    tok = load_tokenizer(policy_path, cfg)
+    pairs = drop_long_prompts(pairs, tok, s.max_prompt_length, "dpo pairs")
+    if len(pairs) == 0:
+        raise ValueError("dpo: no preference pairs to train on")
+    extra = {"max_steps": max_steps} if max_steps else {}
+    args = DPOConfig(
+        **(common_args(cfg, s, len(pairs), Path(output_dir).with_suffix(".trainer")) | extra),
+        beta=s.beta,
+        loss_type=[s.loss_type],
+        label_smoothing=s.label_smoothing,
+        max_length=s.max_length,
+        precompute_ref_log_probs=True,
+    )
+    peft = lora_config(cfg)
+    trainer = DPOTrainer(
+        model=load_causal_lm(policy_path, cfg),
+        # With LoRA and reference = starting policy, TRL switches the adapter off instead of a second copy.
+        ref_model=None if peft and str(ref_path) == str(policy_path) else load_causal_lm(ref_path, cfg),
+        args=args,
+        train_dataset=pairs,
+        processing_class=tok,
+        peft_config=peft,
+    )
+    return _fit(trainer, output_dir)

@@ -1,0 +1,264 @@
+"""Online iterative DPO (the paper's stage 4) and the offline DPO baseline beside it.
+
+For t = 1..T, on iteration t's own fresh prompts:
+
+1. **generate** K responses per prompt from the current policy (``online.k``, temperature, top_p);
+2. **score** them with the BT reward model, or rank them with the preference model's tournament;
+3. **pair** them (``online.selection``: best vs worst by default);
+4. **train** DPO from the previous policy against the reference (the SFT model by default);
+5. **evaluate** the new policy on the held-out prompts (gold reward, win rate vs SFT, proxy, KL, length).
+
+Every phase writes its artifact atomically under ``<run>/online/iter_<t>/`` (or the model
+under ``<run>/models/iter_<t>``) and is skipped when that artifact exists, so a rerun resumes
+where an interrupted one stopped.
+
+Usage::
+
+    loop = OnlineLoop(cfg, run, world)
+    stats = loop.run()                 # one dict per iteration
+    offline = loop.offline_baseline()  # DPO on the offline pairs at equal budget
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from datasets import Dataset, concatenate_datasets, load_from_disk
+
+from .artifacts import RunDir, atomic_dir, atomic_write_json, atomic_write_text
+from .config import Config
+from .data import load_splits, prompt_text, split_names
+from .evaluation import gold_scores, kl_estimate, sample_eval, sequence_logprobs, win_rate
+from .generation import HFGenerator, vllm_available
+from .models import load_causal_lm, load_tokenizer, resolve_device
+from .pairs import check_rule, select_pairs
+from .scoring import PreferenceScorer, RewardScorer
+from .training import train_dpo
+from .world import ToyWorld
+
+PAIR_COLUMNS = ["prompt", "chosen", "rejected"]
+
+
+def check_tokenizer_covers(tok: Any, texts: list[str], what: str) -> None:
+    """Fail early when a scorer's tokenizer turns the policy's text into unknown tokens."""
+    unk = tok.unk_token_id
+    if unk is None:
+        return
+    for text in texts:
+        if unk in tok(text, add_special_tokens=False)["input_ids"]:
+            raise ValueError(f"{what}: its tokenizer cannot represent the policy's text {text!r} (unknown tokens)")
+
+
+class OnlineLoop:
+    """The online iterative DPO loop over one run directory."""
+
+    def __init__(self, cfg: Config, run: RunDir, world: ToyWorld | None):
+        self.cfg, self.run, self.world = cfg, run, world
+        o = cfg.online
+        check_rule(o.selection, o.length_penalty)
+        if o.k < 2:
+            raise ValueError(f"online.k: must be >= 2 (got {o.k})")
+        self.splits = load_splits(run, split_names(cfg))
+        for t in range(1, o.iterations + 1):
+            if len(self.splits[f"iteration_{t}"]) == 0:
+                raise ValueError(f"iteration_{t}: has no prompts; the online loop needs fresh prompts every iteration")
+        self.sft_path = str(run.require("models/sft", "01_sft.ipynb"))
+        self.tok = load_tokenizer(self.sft_path, cfg)
+        self.device = resolve_device(cfg)
+        self.rm = RewardScorer.load(str(run.require("models/reward_model", "02_reward_model.ipynb")), cfg)
+        self.pm = (
+            PreferenceScorer.load(str(run.require("models/preference_model", "03_preference_model.ipynb")), cfg)
+            if o.scorer == "pm"
+            else None
+        )
+        # The scorer reads the policy's text with its own tokenizer: check it can, before any sampling.
+        sample = [m[-1]["content"] for m in self.splits["sft"].select(range(min(64, len(self.splits["sft"]))))["messages"]]
+        check_tokenizer_covers(self.rm.tok, sample, "reward model")
+        if self.pm:
+            check_tokenizer_covers(self.pm.tok, sample, "preference model")
+        if o.backend == "vllm" and not vllm_available():
+            raise ValueError("online.backend: vllm needs the vllm package and a CUDA GPU (use hf or auto here)")
+
+    # ----------------------------------------------------------------- paths
+    def iter_dir(self, t: int) -> Path:
+        return self.run / f"online/iter_{t}"
+
+    def policy_path(self, t: int) -> str:
+        """The policy after iteration t (t = 0: the SFT model)."""
+        return self.sft_path if t == 0 else str(self.run / f"models/iter_{t}")
+
+    def reference_path(self, t: int) -> str:
+        return self.sft_path if self.cfg.online.reference == "sft" else self.policy_path(t - 1)
+
+    # ---------------------------------------------------------------- phases
+    def generate(self, t: int) -> Dataset:
+        path = self.iter_dir(t) / "samples"
+        if (path / "dataset_info.json").exists():
+            return load_from_disk(str(path))
+        o = self.cfg.online
+        prompts = list(self.splits[f"iteration_{t}"]["prompt"])
+        policy = load_causal_lm(self.policy_path(t - 1), self.cfg)
+        # vLLM (GPU) is not wired in yet: the HF backend serves "auto" and "hf" (see README).
+        gen = HFGenerator(policy, self.tok, self.device, o.generation_batch_size)
+        responses = gen.generate(prompts, o.k, o.temperature, o.top_p, o.max_new_tokens, seed=self.cfg.runtime.seed + 1000 * t)
+        ds = Dataset.from_dict({"prompt": prompts, "responses": responses})
+        with atomic_dir(path) as tmp:
+            ds.save_to_disk(str(tmp))
+        return ds
+
+    def score(self, t: int, samples: Dataset) -> Dataset:
+        path = self.iter_dir(t) / "scored"
+        if (path / "dataset_info.json").exists():
+            return load_from_disk(str(path))
+        prompts, responses = list(samples["prompt"]), list(samples["responses"])
+        if self.pm:
+            rewards, _ = self.pm.rank([prompt_text(p) for p in prompts], responses, method="round_robin")
+        else:
+            rewards = self.rm.score(prompts, responses)
+        ds = samples.add_column("rewards", rewards)
+        if self.world:
+            gold = [[self.world.gold_reward(prompt_text(p), r) for r in rs] for p, rs in zip(prompts, responses)]
+            ds = ds.add_column("gold", gold)
+        with atomic_dir(path) as tmp:
+            ds.save_to_disk(str(tmp))
+        return ds
+
+    def pair(self, t: int, scored: Dataset) -> tuple[Dataset, dict[str, int]]:
+        path = self.iter_dir(t) / "pairs"
+        stats_path = self.iter_dir(t) / "pair_stats.json"
+        if (path / "dataset_info.json").exists() and stats_path.exists():
+            return load_from_disk(str(path)), json.loads(stats_path.read_text())
+        o = self.cfg.online
+        rows, stats = select_pairs(
+            list(scored["prompt"]), list(scored["responses"]), list(scored["rewards"]),
+            o.selection, o.length_penalty, o.margin, seed=self.cfg.runtime.seed + t,
+        )
+        if not rows:
+            raise ValueError(f"iteration {t}: no prompt gave a pair ({stats}); check online.margin and the scorer")
+        ds = Dataset.from_list(rows)
+        with atomic_dir(path) as tmp:
+            ds.save_to_disk(str(tmp))
+        atomic_write_json(stats_path, stats)
+        return ds, stats
+
+    def training_pairs(self, t: int, current: Dataset) -> Dataset:
+        """This iteration's pairs, or (``online.accumulate``) all pairs gathered so far."""
+        if not self.cfg.online.accumulate or t == 1:
+            return current.select_columns(PAIR_COLUMNS)
+        older = [load_from_disk(str(self.iter_dir(s) / "pairs")).select_columns(PAIR_COLUMNS) for s in range(1, t)]
+        return concatenate_datasets([*older, current.select_columns(PAIR_COLUMNS)])
+
+    # ------------------------------------------------------------- evaluation
+    def evaluate(self, name: str, model_path: str) -> dict[str, Any]:
+        """Sample the held-out prompts once per model; gold and proxy scores, length, KL to the reference."""
+        path = self.run / f"eval/{name}.json"
+        if path.exists():
+            return json.loads(path.read_text())["summary"]
+        start = time.time()
+        model = load_causal_lm(model_path, self.cfg)
+        frame = sample_eval(model, self.tok, self.splits["eval_prompts"], self.cfg)
+        prompts = [[{"role": "user", "content": p}] for p in frame["prompt"]]
+        frame["proxy"] = np.concatenate(self.rm.score(prompts, [[r] for r in frame["response"]]))
+        frame["length"] = frame["response"].str.split().str.len()
+        batch = self.cfg.online.generation_batch_size
+        frame["logp"] = sequence_logprobs(model, self.tok, prompts, list(frame["response"]), self.device, batch)
+        ref = model if model_path == self.sft_path else load_causal_lm(self.sft_path, self.cfg)
+        frame["ref_logp"] = sequence_logprobs(ref, self.tok, prompts, list(frame["response"]), self.device, batch)
+        summary = {
+            "proxy_reward": float(frame["proxy"].mean()),
+            "mean_length": float(frame["length"].mean()),
+            "kl_to_ref": kl_estimate(frame["logp"].to_numpy(), frame["ref_logp"].to_numpy()),
+        }
+        if self.world:
+            frame["gold"] = gold_scores(self.world, frame)
+            summary["gold_reward"] = float(frame["gold"].mean())
+        if name != "sft":
+            sft = self.eval_frame("sft")
+            if self.world:
+                summary["win_rate_vs_sft"] = win_rate(frame["gold"].to_numpy(), sft["gold"].to_numpy())
+            summary["rm_win_rate_vs_sft"] = win_rate(frame["proxy"].to_numpy(), sft["proxy"].to_numpy())
+        summary["eval_seconds"] = time.time() - start
+        atomic_write_text(path, json.dumps({"summary": summary, "samples": frame.to_dict(orient="records")}))
+        return summary
+
+    def eval_frame(self, name: str) -> pd.DataFrame:
+        return pd.DataFrame(json.loads((self.run / f"eval/{name}.json").read_text())["samples"])
+
+    # -------------------------------------------------------------- the loop
+    def iteration(self, t: int) -> dict[str, Any]:
+        """One full iteration; its stats are saved and reused when it has finished before."""
+        stats_path = self.iter_dir(t) / "stats.json"
+        if stats_path.exists():
+            return json.loads(stats_path.read_text())
+        seconds: dict[str, float] = {}
+
+        def timed(phase, fn, *args):
+            start = time.time()
+            out = fn(*args)
+            seconds[phase] = seconds.get(phase, 0.0) + time.time() - start
+            return out
+
+        samples = timed("generate", self.generate, t)
+        scored = timed("score", self.score, t, samples)
+        pairs, pair_stats = timed("pair", self.pair, t, scored)
+        log = train_dpo(
+            self.cfg, self.policy_path(t - 1), self.reference_path(t), self.training_pairs(t, pairs), self.policy_path(t)
+        )
+        seconds["train"] = log.seconds
+        summary = timed("evaluate", self.evaluate, f"iter_{t}", self.policy_path(t))
+        train_rows = len(self.training_pairs(t, pairs))
+        stats = {
+            "iteration": t,
+            **{k: v for k, v in summary.items() if k != "eval_seconds"},
+            "sample_proxy_reward": float(np.mean([np.mean(r) for r in scored["rewards"]])),
+            "sample_gold_reward": float(np.mean([np.mean(g) for g in scored["gold"]])) if self.world else None,
+            "pairs": pair_stats["pairs"],
+            "prompts": pair_stats["prompts"],
+            "pair_stats": pair_stats,
+            "train_pairs": train_rows,
+            "train_steps": self.steps_for(train_rows),
+            "phase_seconds": seconds,
+            "seconds": sum(seconds.values()),
+            "dpo_loss": [h["loss"] for h in log.history if "loss" in h],
+        }
+        atomic_write_json(stats_path, stats)
+        return stats
+
+    def steps_for(self, n_pairs: int) -> int:
+        d = self.cfg.dpo
+        return math.ceil(n_pairs / d.global_batch_size) * math.ceil(d.epochs)
+
+    def run_all(self, progress: bool = True) -> list[dict[str, Any]]:
+        self.evaluate("sft", self.sft_path)
+        out = []
+        for t in range(1, self.cfg.online.iterations + 1):
+            stats = self.iteration(t)
+            if progress:
+                gold = f"gold {stats['gold_reward']:.3f}, win rate vs SFT {stats['win_rate_vs_sft']:.3f}, " if self.world else ""
+                print(f"iteration {t}: {stats['pairs']} pairs, {gold}proxy {stats['proxy_reward']:.3f}, "
+                      f"KL {stats['kl_to_ref']:.2f}, {stats['seconds']:.1f}s", flush=True)
+            out.append(stats)
+        return out
+
+    # ------------------------------------------------------- offline baseline
+    def offline_baseline(self, online: list[dict[str, Any]]) -> dict[str, Any]:
+        """DPO from the SFT model on the offline preference set, with as many pairs and
+        optimizer steps as the whole online run used: the paper's comparison at equal budget."""
+        n_pairs = sum(s["train_pairs"] for s in online)
+        steps = sum(s["train_steps"] for s in online)
+        offline = self.splits["preference"].shuffle(seed=self.cfg.runtime.seed)
+        offline = offline.select(range(min(n_pairs, len(offline)))).select_columns(PAIR_COLUMNS)
+        log = train_dpo(self.cfg, self.sft_path, self.sft_path, offline, self.run / "models/offline_dpo", max_steps=steps)
+        summary = self.evaluate("offline_dpo", str(self.run / "models/offline_dpo"))
+        return {
+            **{k: v for k, v in summary.items() if k != "eval_seconds"},
+            "pairs": len(offline),
+            "train_steps": steps,
+            "seconds": log.seconds + summary["eval_seconds"],
+        }
