@@ -48,7 +48,7 @@ class HFGenerator:
         self.model.to(self.device).eval()
         old_side = self.tok.padding_side
         self.tok.padding_side = "left"  # decoder-only models continue from the right edge
-        texts = [self.tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+        texts = render_prompts(self.tok, prompts)
         per_batch = max(1, self.batch_size // n)
         out: list[list[str]] = []
         starts = range(0, len(texts), per_batch)
@@ -82,3 +82,59 @@ def vllm_available() -> bool:
     except ImportError:
         return False
     return torch.cuda.is_available()
+
+
+def render_prompts(tok: PreTrainedTokenizerBase, prompts: list[Messages]) -> list[str]:
+    """Chat-templated prompt strings, ending where the assistant's answer begins."""
+    return [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+
+
+def vllm_sampling_kwargs(n: int, temperature: float, top_p: float, max_new_tokens: int, seed: int) -> dict:
+    """Arguments of ``vllm.SamplingParams`` for K samples per prompt (the paper: n=8, T=1.0, top_p=1.0)."""
+    return {"n": n, "temperature": temperature, "top_p": top_p, "max_tokens": max_new_tokens, "seed": seed}
+
+
+def convert_vllm_outputs(outputs: list) -> list[list[str]]:
+    """``LLM.generate`` results to the shared schema: one list of n response strings per prompt, in order."""
+    return [[c.text.strip() for c in out.outputs] for out in outputs]
+
+
+class VLLMGenerator:
+    """Sampling with vLLM (GPU only; imported lazily, so the CPU install never needs it).
+
+    Every prompt is sent in one ``generate`` call: vLLM schedules them itself, so no prompt
+    is left over the way fixed-size shards can drop a remainder.
+    """
+
+    def __init__(self, model_path: str, tokenizer: PreTrainedTokenizerBase, tensor_parallel_size: int, dtype: str):
+        from vllm import LLM
+
+        self.tok = tokenizer
+        self.llm = LLM(model=model_path, tensor_parallel_size=tensor_parallel_size, dtype=dtype, trust_remote_code=False)
+
+    def generate(
+        self, prompts: list[Messages], n: int, temperature: float, top_p: float, max_new_tokens: int, seed: int,
+        progress: bool = True,
+    ) -> list[list[str]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(**vllm_sampling_kwargs(n, temperature, top_p, max_new_tokens, seed))
+        outputs = self.llm.generate(render_prompts(self.tok, prompts), params, use_tqdm=progress)
+        return convert_vllm_outputs(outputs)
+
+
+def make_generator(cfg, model_path: str, model: PreTrainedModel | None, tokenizer: PreTrainedTokenizerBase):
+    """The backend ``online.backend`` asks for; ``auto`` takes vLLM when it is installed and a GPU is present."""
+    from .models import resolve_device, resolve_precision
+
+    backend = cfg.online.backend
+    if backend == "vllm" or (backend == "auto" and vllm_available()):
+        if not vllm_available():
+            raise ValueError("online.backend: vllm needs the vllm package and a CUDA GPU (use hf or auto)")
+        dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[resolve_precision(cfg)]
+        return VLLMGenerator(model_path, tokenizer, cfg.online.tensor_parallel_size, dtype)
+    if model is None:
+        from .models import load_causal_lm
+
+        model = load_causal_lm(model_path, cfg)
+    return HFGenerator(model, tokenizer, resolve_device(cfg), cfg.online.generation_batch_size)

@@ -35,7 +35,7 @@ from .artifacts import RunDir, atomic_dir, atomic_write_json, atomic_write_text
 from .config import Config
 from .data import load_splits, prompt_text, split_names
 from .evaluation import gold_scores, kl_estimate, sample_eval, sequence_logprobs, win_rate
-from .generation import HFGenerator, vllm_available
+from .generation import make_generator, vllm_available
 from .models import load_causal_lm, load_tokenizer, resolve_device
 from .pairs import check_rule, select_pairs
 from .scoring import PreferenceScorer, RewardScorer
@@ -103,9 +103,7 @@ class OnlineLoop:
             return load_from_disk(str(path))
         o = self.cfg.online
         prompts = list(self.splits[f"iteration_{t}"]["prompt"])
-        policy = load_causal_lm(self.policy_path(t - 1), self.cfg)
-        # vLLM (GPU) is not wired in yet: the HF backend serves "auto" and "hf" (see README).
-        gen = HFGenerator(policy, self.tok, self.device, o.generation_batch_size)
+        gen = make_generator(self.cfg, self.policy_path(t - 1), None, self.tok)
         responses = gen.generate(prompts, o.k, o.temperature, o.top_p, o.max_new_tokens, seed=self.cfg.runtime.seed + 1000 * t)
         ds = Dataset.from_dict({"prompt": prompts, "responses": responses})
         with atomic_dir(path) as tmp:
@@ -262,3 +260,33 @@ class OnlineLoop:
             "train_steps": steps,
             "seconds": log.seconds + summary["eval_seconds"],
         }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rlhf_utils.online {generate,score,pair,iteration} --iteration T --preset P [--run-dir D]``."""
+    import sys
+
+    from .config import ConfigError
+    from .train import open_run, stage_parser
+
+    args = stage_parser("python -m rlhf_utils.online", ("generate", "score", "pair", "iteration")).parse_args(argv)
+    try:
+        cfg, run, world = open_run(args)
+        loop, t = OnlineLoop(cfg, run, world), args.iteration
+        if args.stage == "iteration":
+            print(json.dumps(loop.iteration(t), indent=2))
+            return 0
+        samples = loop.generate(t)
+        if args.stage in ("score", "pair"):
+            scored = loop.score(t, samples)
+            if args.stage == "pair":
+                print(json.dumps(loop.pair(t, scored)[1]))
+        print(f"{args.stage}: iteration {t} done under {loop.iter_dir(t)}")
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"rlhf_utils.online: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

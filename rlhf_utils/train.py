@@ -1,0 +1,86 @@
+"""Training stages as a module entry point, for scripts and ``accelerate launch``.
+
+Usage::
+
+    python -m rlhf_utils.train sft --preset tiny --run-dir runs/tiny
+    python -m rlhf_utils.train reward_model --preset tiny
+    python -m rlhf_utils.train preference_model --preset tiny
+    python -m rlhf_utils.train dpo --iteration 1 --preset tiny     # after `python -m rlhf_utils.online pair --iteration 1`
+    accelerate launch --config_file CONFIG -m rlhf_utils.train dpo --iteration 1 --preset paper
+
+Each stage does exactly what its notebook does (same functions, same artifacts), so the
+notebooks and these commands can be mixed on one run dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import ConfigError, parse_override
+
+STAGES = ("sft", "reward_model", "preference_model", "dpo", "offline_dpo")
+
+
+def stage_parser(prog: str, stages: tuple[str, ...]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog)
+    p.add_argument("stage", choices=stages)
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--run-dir", default="")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[])
+    p.add_argument("--iteration", type=int, default=1, help="online iteration (dpo, generate, score, pair)")
+    return p
+
+
+def open_run(args: argparse.Namespace):
+    from .session import start
+
+    return start(args.preset, args.run_dir, dict(parse_override(s) for s in args.set))
+
+
+def run_stage(stage: str, cfg, run, world, iteration: int) -> None:
+    from .data import clean_preferences, prepare_data
+    from .models import prepare_initial_policy, prepare_scorer_start
+    from .training import train_preference_model, train_reward_model, train_sft
+
+    splits = prepare_data(cfg, run)
+    if stage == "sft":
+        start = prepare_initial_policy(cfg, run, world.vocabulary() if world else None)
+        log = train_sft(cfg, start, splits["sft"], run / "models/sft")
+    elif stage == "reward_model":
+        pairs = clean_preferences(splits["preference"], "preference")
+        log = train_reward_model(cfg, prepare_scorer_start(cfg, run, "reward_model"), pairs, run / "models/reward_model")
+    elif stage == "preference_model":
+        pairs = clean_preferences(splits["preference"], "preference")
+        start = prepare_scorer_start(cfg, run, "preference_model")
+        log = train_preference_model(cfg, start, pairs, run / "models/preference_model")
+    else:
+        from .online import OnlineLoop
+        from .training import train_dpo
+
+        loop = OnlineLoop(cfg, run, world)
+        if stage == "offline_dpo":
+            stats = [loop.iteration(t) for t in range(1, cfg.online.iterations + 1)]
+            print(loop.offline_baseline(stats))
+            return
+        pairs, _ = loop.pair(iteration, loop.score(iteration, loop.generate(iteration)))
+        log = train_dpo(
+            cfg, loop.policy_path(iteration - 1), loop.reference_path(iteration),
+            loop.training_pairs(iteration, pairs), loop.policy_path(iteration),
+        )
+    print(f"{stage}: done in {log.seconds:.1f}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = stage_parser("python -m rlhf_utils.train", STAGES).parse_args(argv)
+    try:
+        cfg, run, world = open_run(args)
+        run_stage(args.stage, cfg, run, world, args.iteration)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"rlhf_utils.train: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
