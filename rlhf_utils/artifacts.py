@@ -22,9 +22,11 @@ Usage::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -54,20 +56,85 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+DIGEST = ".digest.json"
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def dir_digest(path: Path) -> dict[str, str]:
+    """sha256 of every file under ``path`` (the digest file itself excluded)."""
+    return {
+        str(f.relative_to(path)): file_digest(f)
+        for f in sorted(path.rglob("*"))
+        if f.is_file() and f.name != DIGEST
+    }
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it replaces ``path`` in one rename."""
+    """Yield a temporary sibling directory; on success it gets a content digest and replaces
+    ``path`` in one rename, so ``path`` is either absent or complete."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp
+        (tmp / DIGEST).write_text(json.dumps(dir_digest(tmp), indent=1))
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def is_complete(path: str | Path) -> bool:
+    """True when ``path`` was finished by :func:`atomic_dir` and its files still match their digest.
+
+    A directory that fails the check (a file truncated, edited or missing) is removed, so the
+    phase that writes it runs again instead of trusting it.
+    """
+    path = Path(path)
+    digest = path / DIGEST
+    if not digest.is_file():
+        return False
+    try:
+        ok = json.loads(digest.read_text()) == dir_digest(path)
+    except (OSError, ValueError):
+        ok = False
+    if not ok:
+        print(f"{path}: contents do not match the digest written when it was finished; redoing that phase")
+        shutil.rmtree(path, ignore_errors=True)
+    return ok
+
+
+def read_json(path: str | Path) -> Any | None:
+    """A JSON file written by :func:`atomic_write_json`, or None when it is absent or unreadable (then redone)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        print(f"{path}: unreadable; redoing the phase that writes it")
+        path.unlink(missing_ok=True)
+        return None
+
+
+CRASH_ENV = "RLHF_WORKFLOW_CRASH_AT"
+
+
+def crash_point(name: str) -> None:
+    """Fault injection for the resume tests: SIGKILL this process, with no chance to clean up,
+    when the environment variable ``RLHF_WORKFLOW_CRASH_AT`` names this point."""
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def default_run_dir(preset: str) -> Path:
@@ -85,6 +152,9 @@ class RunDir:
         """Open (creating if needed) the run dir and record the resolved config in it."""
         run = cls(Path(path) if path else default_run_dir(cfg.name))
         run.path.mkdir(parents=True, exist_ok=True)
+        # Temporary dirs and files of a process killed mid-write: never trusted, so removed.
+        for stale in sorted(run.path.rglob(".*.tmp"), reverse=True):
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
         atomic_write_text(run.path / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return run
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from datasets import Dataset, load_from_disk
 
-from .artifacts import RunDir, atomic_dir
+from .artifacts import RunDir, atomic_dir, is_complete
 from .config import Config
 from .world import ToyWorld
 
@@ -100,7 +100,7 @@ def is_toy_world(cfg: Config) -> bool:
 def prepare_data(cfg: Config, run: RunDir) -> dict[str, Dataset]:
     """Build the splits into ``<run>/data`` unless they are there already; return them loaded."""
     names = split_names(cfg)
-    missing = [n for n in names if not (run / f"data/{n}/dataset_info.json").exists()]
+    missing = [n for n in names if not is_complete(run / f"data/{n}")]
     if missing:
         splits = build_toy_world_splits(cfg, ToyWorld.from_recipe(cfg.data.recipe)) if is_toy_world(cfg) else build_recipe_splits(cfg)
         for name in missing:

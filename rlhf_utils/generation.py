@@ -18,6 +18,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .artifacts import crash_point
+
 Messages = list[dict[str, str]]
 
 
@@ -43,7 +45,7 @@ class HFGenerator:
     @torch.no_grad()
     def generate(
         self, prompts: list[Messages], n: int, temperature: float, top_p: float, max_new_tokens: int, seed: int,
-        progress: bool = True,
+        progress: bool = True, tag: str = "generate",
     ) -> list[list[str]]:
         self.model.to(self.device).eval()
         old_side = self.tok.padding_side
@@ -71,6 +73,7 @@ class HFGenerator:
                 new = seqs[:, batch["input_ids"].shape[1] :]
                 decoded = [s.strip() for s in self.tok.batch_decode(new, skip_special_tokens=True)]
                 out += [decoded[i : i + n] for i in range(0, len(decoded), n)]
+                crash_point(f"{tag}:batch{b + 1}")
         finally:
             self.tok.padding_side = old_side
         return out
@@ -114,7 +117,7 @@ class VLLMGenerator:
 
     def generate(
         self, prompts: list[Messages], n: int, temperature: float, top_p: float, max_new_tokens: int, seed: int,
-        progress: bool = True,
+        progress: bool = True, tag: str = "generate",
     ) -> list[list[str]]:
         from vllm import SamplingParams
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -172,13 +173,15 @@ def load_causal_lm(name_or_path: str | Path, cfg: Config) -> PreTrainedModel:
 
 def load_reward_model(name_or_path: str | Path, cfg: Config) -> PreTrainedModel:
     src = _check_source(name_or_path, "reward model")
+    config = AutoConfig.from_pretrained(src, trust_remote_code=cfg.models.trust_remote_code)
+    is_classifier = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
+    if is_classifier and config.num_labels != 1:
+        raise ValueError(f"reward model {src}: its head outputs {config.num_labels} values, expected one scalar")
     # Starting from a causal LM, the scalar head is freshly initialised: seed it for reproducibility.
     torch.manual_seed(cfg.runtime.seed)
     model = AutoModelForSequenceClassification.from_pretrained(
         src, num_labels=1, dtype=torch_dtype(cfg), use_safetensors=True, trust_remote_code=cfg.models.trust_remote_code
     )
-    if model.config.num_labels != 1:
-        raise ValueError(f"reward model {src}: its head outputs {model.config.num_labels} values, expected one scalar")
     return model
 
 

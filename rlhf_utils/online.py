@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from datasets import Dataset, concatenate_datasets, load_from_disk
 
-from .artifacts import RunDir, atomic_dir, atomic_write_json, atomic_write_text
+from .artifacts import RunDir, atomic_dir, atomic_write_json, atomic_write_text, is_complete, read_json
 from .config import Config
 from .data import load_splits, prompt_text, split_names
 from .evaluation import gold_scores, kl_estimate, sample_eval, sequence_logprobs, win_rate
@@ -99,12 +99,14 @@ class OnlineLoop:
     # ---------------------------------------------------------------- phases
     def generate(self, t: int) -> Dataset:
         path = self.iter_dir(t) / "samples"
-        if (path / "dataset_info.json").exists():
+        if is_complete(path):
             return load_from_disk(str(path))
         o = self.cfg.online
         prompts = list(self.splits[f"iteration_{t}"]["prompt"])
         gen = make_generator(self.cfg, self.policy_path(t - 1), None, self.tok)
-        responses = gen.generate(prompts, o.k, o.temperature, o.top_p, o.max_new_tokens, seed=self.cfg.runtime.seed + 1000 * t)
+        responses = gen.generate(
+            prompts, o.k, o.temperature, o.top_p, o.max_new_tokens, seed=self.cfg.runtime.seed + 1000 * t, tag=f"generate:{t}"
+        )
         ds = Dataset.from_dict({"prompt": prompts, "responses": responses})
         with atomic_dir(path) as tmp:
             ds.save_to_disk(str(tmp))
@@ -112,7 +114,7 @@ class OnlineLoop:
 
     def score(self, t: int, samples: Dataset) -> Dataset:
         path = self.iter_dir(t) / "scored"
-        if (path / "dataset_info.json").exists():
+        if is_complete(path):
             return load_from_disk(str(path))
         prompts, responses = list(samples["prompt"]), list(samples["responses"])
         if self.pm:
@@ -130,8 +132,9 @@ class OnlineLoop:
     def pair(self, t: int, scored: Dataset) -> tuple[Dataset, dict[str, int]]:
         path = self.iter_dir(t) / "pairs"
         stats_path = self.iter_dir(t) / "pair_stats.json"
-        if (path / "dataset_info.json").exists() and stats_path.exists():
-            return load_from_disk(str(path)), json.loads(stats_path.read_text())
+        stats = read_json(stats_path)
+        if is_complete(path) and stats is not None:
+            return load_from_disk(str(path)), stats
         o = self.cfg.online
         rows, stats = select_pairs(
             list(scored["prompt"]), list(scored["responses"]), list(scored["rewards"]),
@@ -156,8 +159,8 @@ class OnlineLoop:
     def evaluate(self, name: str, model_path: str) -> dict[str, Any]:
         """Sample the held-out prompts once per model; gold and proxy scores, length, KL to the reference."""
         path = self.run / f"eval/{name}.json"
-        if path.exists():
-            return json.loads(path.read_text())["summary"]
+        if (done := read_json(path)) is not None:
+            return done["summary"]
         start = time.time()
         model = load_causal_lm(model_path, self.cfg)
         frame = sample_eval(model, self.tok, self.splits["eval_prompts"], self.cfg)
@@ -192,8 +195,8 @@ class OnlineLoop:
     def iteration(self, t: int) -> dict[str, Any]:
         """One full iteration; its stats are saved and reused when it has finished before."""
         stats_path = self.iter_dir(t) / "stats.json"
-        if stats_path.exists():
-            return json.loads(stats_path.read_text())
+        if (done := read_json(stats_path)) is not None and is_complete(self.policy_path(t)):
+            return done
         seconds: dict[str, float] = {}
 
         def timed(phase, fn, *args):

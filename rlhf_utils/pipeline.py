@@ -14,7 +14,6 @@ Usage::
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import platform
 import subprocess
@@ -23,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .artifacts import REPO_ROOT, RunDir, atomic_write_json, default_run_dir
+from .artifacts import REPO_ROOT, RunDir, atomic_write_json, default_run_dir, file_digest
 from .config import Config, ConfigError, load_config
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -56,14 +55,6 @@ def git_commit() -> str | None:
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def list_artifacts(run: RunDir) -> dict[str, dict[str, Any]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -21,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
+from transformers import TrainerCallback
 
-from .artifacts import atomic_dir
+from .artifacts import CRASH_ENV, atomic_dir, crash_point, is_complete
 from .config import Config
 from .models import load_causal_lm, load_tokenizer, resolve_device, resolve_precision
 
@@ -95,18 +97,29 @@ class TrainLog:
 
 
 def reuse(output_dir: str | Path) -> TrainLog | None:
-    """The log of a finished stage. The checkpoint dir appears atomically with its log, so a
-    log present means the model beside it is complete: resuming skips the stage."""
-    path = Path(output_dir) / TRAIN_LOG
-    if not path.is_file():
+    """The log of a finished stage, whose checkpoint dir appeared atomically and still matches
+    its digest: resuming skips the stage. A damaged checkpoint is removed and retrained."""
+    if not is_complete(output_dir):
         return None
-    data = json.loads(path.read_text())
+    data = json.loads((Path(output_dir) / TRAIN_LOG).read_text())
     print(f"reusing the finished checkpoint {output_dir} (trained in {data['seconds']:.1f}s)")
     return TrainLog(data["history"], data["seconds"], reused=True)
 
 
+class _CrashAtStep(TrainerCallback):
+    """Resume tests: kill the process in the middle of training (see ``artifacts.crash_point``)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def on_step_end(self, args, state, control, **kwargs):
+        crash_point(f"train:{self.name}:step{state.global_step}")
+
+
 def _fit(trainer: Any, output_dir: str | Path) -> TrainLog:
     """Train, then save model (LoRA merged into the base), tokenizer and log in one atomic rename."""
+    if os.environ.get(CRASH_ENV):
+        trainer.add_callback(_CrashAtStep(Path(output_dir).name))
     start = time.time()
     trainer.train()
     seconds = time.time() - start

@@ -13,11 +13,18 @@ def tiny_cfg():
     return load_config("tiny")
 
 
+# Planted in the environment of the shared run; no file the run writes may contain them.
+FAKE_SECRETS = {"HF_TOKEN": "hf_FAKEtoken0123456789abcdef", "WANDB_API_KEY": "wandb_FAKE_0123456789abcdef"}
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """One end-to-end papermill run of the tiny preset: (run_dir, results)."""
     from rlhf_utils.pipeline import run_pipeline
 
     run_dir = tmp_path_factory.mktemp("tiny_run")
-    results = run_pipeline("tiny", run_dir, progress=False)
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in FAKE_SECRETS.items():
+            mp.setenv(key, value)
+        results = run_pipeline("tiny", run_dir, progress=False)
     return run_dir, results

@@ -91,3 +91,14 @@ def test_no_remote_code_and_safetensors_only(monkeypatch, tiny_cfg, tok, tmp_pat
     path = save_pretrained(build_tiny_causal_lm(tiny_cfg.models.tiny, tok, 0), tok, tmp_path / "m")
     load_causal_lm(path, tiny_cfg)
     assert seen["use_safetensors"] is True and seen["trust_remote_code"] is False
+
+
+def test_reward_model_with_two_outputs_rejected(tok, tiny_cfg, tmp_path):
+    from transformers import LlamaForSequenceClassification
+
+    from rlhf_utils.models import _llama_config
+
+    two = LlamaForSequenceClassification(_llama_config(tiny_cfg.models.tiny, tok, num_labels=2))
+    path = save_pretrained(two, tok, tmp_path / "rm2")
+    with pytest.raises(ValueError, match="outputs 2 values, expected one scalar"):
+        load_reward_model(path, tiny_cfg)

@@ -85,3 +85,21 @@ def test_accuracy_and_ranking_metrics():
     assert acc == pytest.approx(0.5) and by == {"a": 0.75, "b": 0.0}
     agree = ranking_agreement([[3, 2, 1]], [[0.9, 0.5, 0.1]])
     assert agree["spearman"] == pytest.approx(1.0) and agree["best_gold"] == 0.9 and agree["worst_gold"] == 0.1
+
+
+def test_long_prompts_dropped_with_count(tok, capsys):
+    from rlhf_utils.training import drop_long_prompts
+
+    short = [{"role": "user", "content": "write positive about tea in 5 words with sun"}]
+    long = [{"role": "user", "content": " ".join(["tea"] * 40)}]
+    ds = Dataset.from_dict({"prompt": [short, long, short]})
+    out = drop_long_prompts(ds, tok, 24, "pairs")
+    assert len(out) == 2 and "pairs: dropped 1 rows with prompts longer than 24 tokens" in capsys.readouterr().out
+
+
+def test_scorer_tokenizer_must_cover_policy_text(tok):
+    from rlhf_utils.online import check_tokenizer_covers
+
+    check_tokenizer_covers(tok, ["tea good sun"], "reward model")
+    with pytest.raises(ValueError, match="reward model: its tokenizer cannot represent"):
+        check_tokenizer_covers(tok, ["tea gooood sun"], "reward model")
