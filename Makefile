@@ -10,7 +10,7 @@ PRESET ?= tiny
 ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: setup run test unit nbval e2e notebooks clean
+.PHONY: setup run test unit nbval bench notebooks clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,10 @@ unit: setup
 
 nbval: setup
 	$(BIN)/python -m pytest -q --nbval-lax notebooks
+
+SEEDS ?= 3
+bench: setup
+	$(BIN)/rlhf-workflow bench --preset $(PRESET) --seeds $(SEEDS) $(ARGS)
 
 notebooks: setup
 	$(BIN)/rlhf-workflow notebooks

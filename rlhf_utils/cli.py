@@ -6,6 +6,7 @@ Usage::
     rlhf-workflow config --preset paper [--set ...]     # print the resolved configuration
     rlhf-workflow presets                               # list the presets
     rlhf-workflow notebooks                             # re-execute the committed notebooks in place
+    rlhf-workflow bench --preset tiny --seeds 3         # the benchmark: bench/report.json and bench/report.md
 
 A bad preset, key or value exits with status 2 and one line naming the key, before any work.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -49,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", help="print the resolved configuration as YAML")
     _add_config_args(cfg)
 
+    bench = sub.add_parser("bench", help="run the pipeline over several seeds; write bench/report.{json,md}")
+    _add_config_args(bench)
+    bench.add_argument("--seeds", type=int, default=3, help="number of seeds, counted up from runtime.seed")
+    bench.add_argument("--out", default="bench", help="output directory (default: bench)")
+    bench.add_argument("--no-scaling", action="store_true", help="skip the scaling measurements")
+    bench.add_argument("--no-peer", action="store_true", help="skip TRL's fully online peer")
+
     sub.add_parser("presets", help="list the presets")
 
     nbs = sub.add_parser("notebooks", help="re-execute the committed notebooks in place (tiny preset)")
@@ -75,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
                 resume=args.resume,
             )
             print(json.dumps(results, indent=2, sort_keys=True))
+        elif args.command == "bench":
+            from .bench import run_bench
+
+            if args.seeds < 1:
+                raise ConfigError(f"--seeds: must be >= 1 (got {args.seeds})")
+            run_bench(args.preset, args.seeds, args.out, _overrides(args), not args.no_scaling, not args.no_peer)
+            print((Path(args.out) / "report.md").read_text())
         elif args.command == "notebooks":
             from .pipeline import refresh_notebooks
 

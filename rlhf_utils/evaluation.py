@@ -142,3 +142,25 @@ def kl_estimate(policy_logp: np.ndarray, ref_logp: np.ndarray) -> float:
 def win_rate(scores: np.ndarray, baseline: np.ndarray) -> float:
     """Share of paired samples where ``scores`` beats ``baseline``; ties count half."""
     return float(np.mean((scores > baseline) + 0.5 * (scores == baseline)))
+
+
+def lc_win_rate(scores: np.ndarray, baseline: np.ndarray, lengths: np.ndarray, baseline_lengths: np.ndarray) -> float:
+    """Length-controlled win rate, in the spirit of AlpacaEval 2 (Dubois et al., 2024, arXiv 2404.04475).
+
+    A logistic model of the win on the normalised length difference, ``P(win) = sigmoid(a + b *
+    tanh(dlen / std(dlen)))``, fitted with scikit-learn (ties count as half a win and half a
+    loss), and read at zero length difference: ``sigmoid(a)``. A model that wins only by being
+    longer than the baseline gets its win rate pulled back towards 0.5.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    dlen = np.asarray(lengths, float) - np.asarray(baseline_lengths, float)
+    x = np.tanh(dlen / (dlen.std() or 1.0))[:, None]
+    win = (scores > baseline).astype(float) + 0.5 * (scores == baseline)
+    # Each sample enters twice, as a win weighted by its win share and as a loss weighted by the rest.
+    X, y, w = np.vstack([x, x]), np.r_[np.ones(len(x)), np.zeros(len(x))], np.r_[win, 1 - win]
+    keep = w > 0
+    if len(set(y[keep])) < 2:  # all wins or all losses: nothing for length to explain
+        return float(win.mean())
+    model = LogisticRegression(C=np.inf).fit(X[keep], y[keep], sample_weight=w[keep])
+    return float(1 / (1 + np.exp(-model.intercept_[0])))

@@ -31,6 +31,7 @@ NOTEBOOKS = [
     "02_reward_model.ipynb",
     "03_preference_model.ipynb",
     "04_online_iterative_dpo.ipynb",
+    "05_evaluation.ipynb",
 ]
 PACKAGES = ["torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers", "papermill", "vllm"]
 # Environment variables that may hold secrets: never written anywhere by the runner.
@@ -99,7 +100,10 @@ def execute_notebook(source: Path, output: Path, parameters: dict[str, Any] | No
     )
 
 
-RUN_OUTPUTS = ("config.yaml", "results.json", "manifest.json", "data", "models", "online", "eval", "notebooks")
+RUN_OUTPUTS = (
+    "config.yaml", "results.json", "manifest.json", "report.md", "win_rates_and_kl.png", "lengths.png",
+    "data", "models", "online", "eval", "exports", "notebooks",
+)
 
 
 def clear_run_dir(path: Path) -> None:

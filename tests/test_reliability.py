@@ -113,7 +113,7 @@ def test_no_unsafe_torch_load():
 
 
 def test_iteration_without_prompts_is_refused(tiny_run, tmp_path):
-    from datasets import Dataset
+    from datasets import load_from_disk
 
     from rlhf_utils.artifacts import RunDir, atomic_dir
     from rlhf_utils.config import load_config
@@ -125,7 +125,9 @@ def test_iteration_without_prompts_is_refused(tiny_run, tmp_path):
     shutil.copytree(run_dir / "data", copy / "data")
     shutil.copytree(run_dir / "models/sft", copy / "models/sft")
     shutil.copytree(run_dir / "models/reward_model", copy / "models/reward_model")
+    empty = load_from_disk(str(run_dir / "data/iteration_2")).select([])
+    shutil.rmtree(copy / "data/iteration_2")
     with atomic_dir(copy / "data/iteration_2") as tmp:
-        Dataset.from_dict({"prompt": []}).save_to_disk(str(tmp))
+        empty.save_to_disk(str(tmp))
     with pytest.raises(ValueError, match="iteration_2: has no prompts"):
         OnlineLoop(load_config("tiny"), RunDir(copy), ToyWorld.from_recipe())

@@ -1,0 +1,109 @@
+"""Stage 5 outputs: the model comparison table, ``report.md``, and answer files for external judges.
+
+Usage::
+
+    table = compare_models(run, world, cfg)            # one row per model, from the stage-4 eval samples
+    write_report(run, table, figures, summary_lines)   # <run>/report.md + PNG plots beside it
+    export_alpaca_eval(frame, "iter_3", run / "exports/iter_3.alpaca_eval.json")
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .artifacts import RunDir, atomic_write_json, atomic_write_text
+from .config import Config
+from .evaluation import bootstrap_ci, lc_win_rate, win_rate
+
+
+def model_names(cfg: Config) -> list[str]:
+    """The models stage 5 compares, in reading order."""
+    return ["sft", "offline_dpo", *[f"iter_{t}" for t in range(1, cfg.online.iterations + 1)]]
+
+
+def load_samples(run: RunDir, name: str) -> pd.DataFrame:
+    """The held-out samples stage 4 drew from one model (same prompts, settings and seed for all)."""
+    path = run.require(f"eval/{name}.json", "04_online_iterative_dpo.ipynb")
+    return pd.DataFrame(json.loads(path.read_text())["samples"])
+
+
+def compare_models(run: RunDir, cfg: Config, has_gold: bool) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """One row per model: gold reward with its bootstrap CI, gold / length-controlled / RM win rates
+    against SFT, mean length, KL to the reference. Samples are paired with SFT's by position."""
+    frames = {name: load_samples(run, name) for name in model_names(cfg)}
+    sft = frames["sft"]
+    rows = {}
+    for name, f in frames.items():
+        row: dict[str, Any] = {"mean_length": float(f["length"].mean()), "kl_to_ref": float((f["logp"] - f["ref_logp"]).mean())}
+        row["proxy_reward"] = float(f["proxy"].mean())
+        row["rm_win_rate_vs_sft"] = win_rate(f["proxy"].to_numpy(), sft["proxy"].to_numpy())
+        if has_gold:
+            gold = f["gold"].to_numpy()
+            row["gold_reward"] = float(gold.mean())
+            row["gold_reward_ci"] = list(bootstrap_ci(gold, cfg.eval.bootstrap_samples, seed=cfg.runtime.seed))
+            row["win_rate_vs_sft"] = win_rate(gold, sft["gold"].to_numpy())
+            row["lc_win_rate_vs_sft"] = lc_win_rate(gold, sft["gold"].to_numpy(), f["length"].to_numpy(), sft["length"].to_numpy())
+        rows[name] = row
+    return pd.DataFrame(rows).T, frames
+
+
+def export_alpaca_eval(frame: pd.DataFrame, generator: str, path: str | Path) -> Path:
+    """Answers in AlpacaEval's model-outputs format: a JSON list of {instruction, output, generator}."""
+    records = [{"instruction": p, "output": r, "generator": generator} for p, r in zip(frame["prompt"], frame["response"])]
+    atomic_write_json(path, records)
+    return Path(path)
+
+
+def export_mt_bench(frame: pd.DataFrame, model_id: str, path: str | Path, question_ids: list[int] | None = None) -> Path:
+    """Answers in FastChat's MT-Bench answer-file format (one JSON object per line)."""
+    ids = question_ids or list(range(1, len(frame) + 1))
+    lines = [
+        json.dumps({
+            "question_id": qid, "answer_id": f"{model_id}-{qid}", "model_id": model_id,
+            "choices": [{"index": 0, "turns": [r]}], "tstamp": time.time(),
+        })
+        for qid, r in zip(ids, frame["response"])
+    ]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return Path(path)
+
+
+def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:
+    """A GitHub-readable table (no extra dependency such as tabulate)."""
+    def cell(v: Any) -> str:
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(cell(x) for x in v) + "]"
+        return f"{v:.{digits}f}" if isinstance(v, (float, np.floating)) else str(v)
+
+    head = "| model | " + " | ".join(table.columns) + " |"
+    rule = "|---" * (len(table.columns) + 1) + "|"
+    body = [f"| {name} | " + " | ".join(cell(v) for v in row) + " |" for name, row in table.iterrows()]
+    return "\n".join([head, rule, *body])
+
+
+def write_report(run: RunDir, cfg: Config, table: pd.DataFrame, figures: dict[str, Any], summary: list[str]) -> Path:
+    """``<run>/report.md``: the headline table, the summary and the plots, readable on GitHub."""
+    for name, fig in figures.items():
+        fig.savefig(run / f"{name}.png", dpi=110, bbox_inches="tight")
+    parts = [
+        f"# RLHF Workflow run report: preset `{cfg.name}`, seed {cfg.runtime.seed}",
+        "",
+        "Every model was sampled on the same held-out evaluation prompts with the same settings "
+        f"(temperature {cfg.eval.temperature}, top_p {cfg.eval.top_p}, {cfg.eval.samples_per_prompt} samples per prompt).",
+        "",
+        markdown_table(table),
+        "",
+        *summary,
+        "",
+        *[f"![{name}]({name}.png)" for name in figures],
+        "",
+    ]
+    path = run / "report.md"
+    atomic_write_text(path, "\n".join(parts))
+    return path
