@@ -152,8 +152,10 @@ class RunDir:
         """Open (creating if needed) the run dir and record the resolved config in it."""
         run = cls(Path(path) if path else default_run_dir(cfg.name))
         run.path.mkdir(parents=True, exist_ok=True)
-        # Temporary dirs and files of a process killed mid-write: never trusted, so removed.
-        for stale in sorted(run.path.rglob(".*.tmp"), reverse=True):
+        # Temporary dirs and files of a process killed mid-write: never trusted, so removed
+        # (by the first process only: under `accelerate launch` the others may be writing).
+        stale_temps = sorted(run.path.rglob(".*.tmp"), reverse=True) if os.environ.get("LOCAL_RANK", "0") == "0" else []
+        for stale in stale_temps:
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
         atomic_write_text(run.path / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return run

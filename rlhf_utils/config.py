@@ -90,55 +90,41 @@ class DataConfig:
 
 
 @dataclass
-class SFTSettings:
+class TrainingSettings:
+    """Optimisation knobs every training stage has."""
+
     learning_rate: float
     lr_scheduler: str
     warmup_ratio: float
     epochs: float
     per_device_batch_size: int
-    global_batch_size: int
+    global_batch_size: int  # made up by gradient accumulation over per-device batches and processes
     max_length: int
+
+
+@dataclass
+class SFTSettings(TrainingSettings):
     packing: bool
     assistant_only_loss: bool
     weight_decay: float
 
 
 @dataclass
-class RewardModelSettings:
-    learning_rate: float
-    lr_scheduler: str
-    warmup_ratio: float
-    epochs: float
-    per_device_batch_size: int
-    global_batch_size: int
-    max_length: int
+class RewardModelSettings(TrainingSettings):
     weight_decay: float
     center_rewards_coefficient: float
 
 
 @dataclass
-class PreferenceModelSettings:
-    learning_rate: float
-    lr_scheduler: str
-    warmup_ratio: float
-    epochs: float
-    per_device_batch_size: int
-    global_batch_size: int
-    max_length: int
+class PreferenceModelSettings(TrainingSettings):
+    pass
 
 
 @dataclass
-class DPOSettings:
-    learning_rate: float
-    lr_scheduler: str
-    warmup_ratio: float
-    epochs: float
-    per_device_batch_size: int
-    global_batch_size: int
+class DPOSettings(TrainingSettings):
     beta: float
     loss_type: str
     label_smoothing: float
-    max_length: int
     max_prompt_length: int
 
 

@@ -36,7 +36,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from .artifacts import atomic_dir
+from .artifacts import atomic_dir, is_complete
 from .config import Config, TinyModelConfig
 
 PAD, UNK, EOS = "<pad>", "<unk>", "<|end|>"
@@ -164,10 +164,23 @@ def load_tokenizer(name_or_path: str | Path, cfg: Config) -> PreTrainedTokenizer
     return tok
 
 
-def load_causal_lm(name_or_path: str | Path, cfg: Config) -> PreTrainedModel:
+def quantization(cfg: Config):
+    """4-bit NF4 weights for QLoRA (``models.lora.load_in_4bit``; bitsandbytes, CUDA only), else None."""
+    if not cfg.models.lora.load_in_4bit:
+        return None
+    if resolve_device(cfg) != "cuda":
+        raise ValueError("models.lora.load_in_4bit: 4-bit QLoRA needs a CUDA GPU (bitsandbytes)")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch_dtype(cfg))
+
+
+def load_causal_lm(name_or_path: str | Path, cfg: Config, quantize: bool = False) -> PreTrainedModel:
+    """A causal LM by path or hub id; ``quantize=True`` loads a training base in 4 bits when the preset asks for QLoRA."""
     src = _check_source(name_or_path, "model")
     return AutoModelForCausalLM.from_pretrained(
-        src, dtype=torch_dtype(cfg), use_safetensors=True, trust_remote_code=cfg.models.trust_remote_code
+        src, dtype=torch_dtype(cfg), use_safetensors=True, trust_remote_code=cfg.models.trust_remote_code,
+        quantization_config=quantization(cfg) if quantize else None,
     )
 
 
@@ -200,6 +213,8 @@ def prepare_initial_policy(cfg: Config, run, vocabulary: list[str] | None) -> st
         return cfg.models.policy
     if vocabulary is None:
         raise ValueError("models.policy: 'tiny' needs the toy_world data recipe (it builds the tokenizer's vocabulary)")
+    if is_complete(run / "models/init"):  # built by an earlier run or another process: deterministic, reuse it
+        return str(run / "models/init")
     tok = build_tokenizer(vocabulary)
     model = build_tiny_causal_lm(cfg.models.tiny, tok, cfg.runtime.seed)
     return str(save_pretrained(model, tok, run / "models/init"))
@@ -217,6 +232,8 @@ def prepare_scorer_start(cfg: Config, run, which: str) -> str:
         return str(run.require("models/sft", "01_sft.ipynb"))
     if source != "tiny":
         return source
+    if is_complete(run / f"models/{which}_init"):
+        return str(run / f"models/{which}_init")
     tok_path = run.require("models/init", "01_sft.ipynb")
     tok = load_tokenizer(tok_path, cfg)
     build = build_tiny_reward_model if which == "reward_model" else build_tiny_causal_lm

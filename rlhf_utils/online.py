@@ -37,6 +37,7 @@ from .data import load_splits, prompt_text, split_names
 from .evaluation import gold_scores, kl_estimate, sample_eval, sequence_logprobs, win_rate
 from .generation import make_generator, vllm_available
 from .models import load_causal_lm, load_tokenizer, resolve_device
+from .launch import launched
 from .pairs import check_rule, select_pairs
 from .scoring import PreferenceScorer, RewardScorer
 from .training import train_dpo
@@ -208,7 +209,7 @@ class OnlineLoop:
         samples = timed("generate", self.generate, t)
         scored = timed("score", self.score, t, samples)
         pairs, pair_stats = timed("pair", self.pair, t, scored)
-        log = train_dpo(
+        log = launched("dpo", self.run, self.policy_path(t), iteration=t) or train_dpo(
             self.cfg, self.policy_path(t - 1), self.reference_path(t), self.training_pairs(t, pairs), self.policy_path(t)
         )
         seconds["train"] = log.seconds
@@ -255,7 +256,8 @@ class OnlineLoop:
         steps = sum(s["train_steps"] for s in online)
         offline = self.splits["preference"].shuffle(seed=self.cfg.runtime.seed)
         offline = offline.select(range(min(n_pairs, len(offline)))).select_columns(PAIR_COLUMNS)
-        log = train_dpo(self.cfg, self.sft_path, self.sft_path, offline, self.run / "models/offline_dpo", max_steps=steps)
+        out = self.run / "models/offline_dpo"
+        log = launched("offline_dpo", self.run, out) or train_dpo(self.cfg, self.sft_path, self.sft_path, offline, out, max_steps=steps)
         summary = self.evaluate("offline_dpo", str(self.run / "models/offline_dpo"))
         return {
             **{k: v for k, v in summary.items() if k != "eval_seconds"},

@@ -39,31 +39,38 @@ def open_run(args: argparse.Namespace):
 
 
 def run_stage(stage: str, cfg, run, world, iteration: int) -> None:
+    from accelerate import PartialState
+
     from .data import clean_preferences, prepare_data
     from .models import prepare_initial_policy, prepare_scorer_start
-    from .training import train_preference_model, train_reward_model, train_sft
+    from .training import train_dpo, train_preference_model, train_reward_model, train_sft
 
-    splits = prepare_data(cfg, run)
+    # Under `accelerate launch` the first process builds (or finds) every input; the others then reuse it.
+    with PartialState().main_process_first():
+        splits = prepare_data(cfg, run)
+        if stage == "sft":
+            start = prepare_initial_policy(cfg, run, world.vocabulary() if world else None)
+        elif stage in ("reward_model", "preference_model"):
+            pairs = clean_preferences(splits["preference"], "preference")
+            start = prepare_scorer_start(cfg, run, stage)
+        else:
+            from .online import OnlineLoop
+
+            loop = OnlineLoop(cfg, run, world)
+            if stage == "offline_dpo":
+                stats = [loop.iteration(t) for t in range(1, cfg.online.iterations + 1)]
+            else:
+                pairs, _ = loop.pair(iteration, loop.score(iteration, loop.generate(iteration)))
     if stage == "sft":
-        start = prepare_initial_policy(cfg, run, world.vocabulary() if world else None)
         log = train_sft(cfg, start, splits["sft"], run / "models/sft")
     elif stage == "reward_model":
-        pairs = clean_preferences(splits["preference"], "preference")
-        log = train_reward_model(cfg, prepare_scorer_start(cfg, run, "reward_model"), pairs, run / "models/reward_model")
+        log = train_reward_model(cfg, start, pairs, run / "models/reward_model")
     elif stage == "preference_model":
-        pairs = clean_preferences(splits["preference"], "preference")
-        start = prepare_scorer_start(cfg, run, "preference_model")
         log = train_preference_model(cfg, start, pairs, run / "models/preference_model")
+    elif stage == "offline_dpo":
+        print(loop.offline_baseline(stats))
+        return
     else:
-        from .online import OnlineLoop
-        from .training import train_dpo
-
-        loop = OnlineLoop(cfg, run, world)
-        if stage == "offline_dpo":
-            stats = [loop.iteration(t) for t in range(1, cfg.online.iterations + 1)]
-            print(loop.offline_baseline(stats))
-            return
-        pairs, _ = loop.pair(iteration, loop.score(iteration, loop.generate(iteration)))
         log = train_dpo(
             cfg, loop.policy_path(iteration - 1), loop.reference_path(iteration),
             loop.training_pairs(iteration, pairs), loop.policy_path(iteration),

@@ -48,7 +48,12 @@ def common_args(cfg: Config, settings: Any, n_rows: int, output_dir: str | Path)
     """
     procs = _world_size()
     per_step = settings.per_device_batch_size * procs
-    accum = max(1, settings.global_batch_size // per_step)
+    if settings.global_batch_size % per_step:
+        raise ValueError(
+            f"global_batch_size {settings.global_batch_size} is not a multiple of per_device_batch_size "
+            f"{settings.per_device_batch_size} x {procs} processes; change per_device_batch_size"
+        )
+    accum = settings.global_batch_size // per_step
     steps = math.ceil(n_rows / (per_step * accum)) * settings.epochs
     precision = resolve_precision(cfg)
     return dict(
@@ -123,14 +128,16 @@ def _fit(trainer: Any, output_dir: str | Path) -> TrainLog:
     start = time.time()
     trainer.train()
     seconds = time.time() - start
-    model = trainer.model
+    model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    with atomic_dir(output_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        trainer.processing_class.save_pretrained(tmp)
-        (tmp / TRAIN_LOG).write_text(json.dumps({"history": trainer.state.log_history, "seconds": seconds}))
-    shutil.rmtree(trainer.args.output_dir, ignore_errors=True)  # nothing kept there (save_strategy="no")
+    if trainer.accelerator.is_main_process:  # one writer when several processes trained together
+        with atomic_dir(output_dir) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            trainer.processing_class.save_pretrained(tmp)
+            (tmp / TRAIN_LOG).write_text(json.dumps({"history": trainer.state.log_history, "seconds": seconds}))
+        shutil.rmtree(trainer.args.output_dir, ignore_errors=True)  # nothing kept there (save_strategy="no")
+    trainer.accelerator.wait_for_everyone()
     return TrainLog(trainer.state.log_history, seconds)
 
 
@@ -138,18 +145,20 @@ def train_sft(cfg: Config, model_path: str | Path, dataset: Dataset, output_dir:
     """Supervised fine-tuning with TRL's SFTTrainer: chat template, loss on assistant tokens only."""
     if done := reuse(output_dir):
         return done
+    s = cfg.sft
+    extra = dict(weight_decay=s.weight_decay, packing=s.packing, assistant_only_loss=s.assistant_only_loss)
+    return _supervised(cfg, s, model_path, dataset, output_dir, **extra)
+
+
+def _supervised(cfg: Config, s: Any, model_path: str | Path, dataset: Dataset, output_dir: str | Path, **extra) -> TrainLog:
+    """SFTTrainer on a conversational ``messages`` dataset (the SFT stage and the preference model)."""
     from trl import SFTConfig, SFTTrainer
 
-    s = cfg.sft
     args = SFTConfig(
-        **common_args(cfg, s, len(dataset), Path(output_dir).with_suffix(".trainer")),
-        weight_decay=s.weight_decay,
-        max_length=s.max_length,
-        packing=s.packing,
-        assistant_only_loss=s.assistant_only_loss,
+        **common_args(cfg, s, len(dataset), Path(output_dir).with_suffix(".trainer")), max_length=s.max_length, **extra
     )
     trainer = SFTTrainer(
-        model=load_causal_lm(model_path, cfg),
+        model=load_causal_lm(model_path, cfg, quantize=True),
         args=args,
         train_dataset=dataset,
         processing_class=load_tokenizer(model_path, cfg),
@@ -210,23 +219,8 @@ def train_preference_model(
     """A pairwise preference model: a causal LM trained (TRL SFTTrainer, loss on the answer) to say A or B."""
     if done := reuse(output_dir):
         return done
-    from trl import SFTConfig, SFTTrainer
-
-    s = cfg.preference_model
     pm_data = preference_model_dataset(dataset, cfg.runtime.seed)
-    args = SFTConfig(
-        **common_args(cfg, s, len(pm_data), Path(output_dir).with_suffix(".trainer")),
-        max_length=s.max_length,
-        assistant_only_loss=True,
-    )
-    trainer = SFTTrainer(
-        model=load_causal_lm(base_path, cfg),
-        args=args,
-        train_dataset=pm_data,
-        processing_class=load_tokenizer(base_path, cfg),
-        peft_config=lora_config(cfg),
-    )
-    return _fit(trainer, output_dir)
+    return _supervised(cfg, cfg.preference_model, base_path, pm_data, output_dir, assistant_only_loss=True)
 
 
 def drop_long_prompts(dataset: Dataset, tok: Any, max_prompt_tokens: int, name: str) -> Dataset:
@@ -275,7 +269,7 @@ def train_dpo(
     )
     peft = lora_config(cfg)
     trainer = DPOTrainer(
-        model=load_causal_lm(policy_path, cfg),
+        model=load_causal_lm(policy_path, cfg, quantize=True),
         # With LoRA and reference = starting policy, TRL switches the adapter off instead of a second copy.
         ref_model=None if peft and str(ref_path) == str(policy_path) else load_causal_lm(ref_path, cfg),
         args=args,

@@ -1,0 +1,66 @@
+"""Training on several GPUs from a notebook: ``accelerate launch`` in a subprocess, streamed back.
+
+With more than one GPU visible, a notebook's training step runs as::
+
+    accelerate launch --config_file <config> --num_processes <gpus> -m rlhf_utils.train <stage> \
+        --preset <run>/config.yaml --run-dir <run> [--iteration t]
+
+The resolved ``config.yaml`` of the run dir carries every override, so the launched processes
+see exactly the notebook's configuration. With one GPU or none, training stays in-process.
+
+Usage::
+
+    log = launched("sft", run, run / "models/sft") or train_sft(cfg, init, splits["sft"], run / "models/sft")
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from .artifacts import RunDir
+
+CONFIG_DIR = Path(__file__).parent / "accelerate_configs"
+
+
+def inside_launch() -> bool:
+    """True in a process started by ``accelerate launch`` (or torchrun)."""
+    return "LOCAL_RANK" in os.environ
+
+
+def launch_command(
+    stage: str, run: RunDir, iteration: int | None = None, config_file: str | Path | None = None,
+    num_processes: int | None = None,
+) -> list[str]:
+    n = num_processes or torch.cuda.device_count()
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file or CONFIG_DIR / "ddp.yaml"),
+           "--num_processes", str(n), "-m", "rlhf_utils.train", stage,
+           "--preset", str(run / "config.yaml"), "--run-dir", str(run.path)]
+    return cmd + (["--iteration", str(iteration)] if iteration is not None else [])
+
+
+def launch(stage: str, run: RunDir, iteration: int | None = None, config_file: str | Path | None = None,
+           num_processes: int | None = None) -> None:
+    """Run one training stage under ``accelerate launch``, printing its output as it comes."""
+    cmd = launch_command(stage, run, iteration, config_file, num_processes)
+    print("launching:", " ".join(cmd), flush=True)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            print(line, end="", flush=True)
+    if proc.returncode:
+        raise RuntimeError(f"accelerate launch {stage} failed with exit code {proc.returncode}")
+
+
+def launched(stage: str, run: RunDir, output_dir: str | Path, iteration: int | None = None):
+    """Train ``stage`` on all visible GPUs when there are several, and return its TrainLog; None
+    (train in-process) with one GPU or none, or when already inside a launched process."""
+    if torch.cuda.device_count() < 2 or inside_launch():
+        return None
+    from .training import reuse
+
+    launch(stage, run, iteration)
+    return reuse(output_dir)

@@ -1,0 +1,58 @@
+"""Colab / Kaggle support: the setup cell, badges, persistent run dirs, multi-GPU launch commands."""
+
+import json
+from pathlib import Path
+
+import yaml
+
+from rlhf_utils import hosted
+from rlhf_utils.artifacts import RunDir
+from rlhf_utils.launch import CONFIG_DIR, launch_command, launched
+from rlhf_utils.pipeline import NOTEBOOK_DIR, NOTEBOOKS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_notebook_starts_with_the_setup_cell_and_a_badge():
+    for name in NOTEBOOKS:
+        nb = json.loads((NOTEBOOK_DIR / name).read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert "".join(code[0]["source"]) == hosted.SETUP_CELL, f"{name}: setup cell differs from rlhf_utils.hosted"
+        assert hosted.colab_url(name) in "".join(nb["cells"][0]["source"]), f"{name}: no Colab badge"
+        assert "parameters" in code[1]["metadata"].get("tags", []), f"{name}: parameters must follow the setup cell"
+
+
+def test_setup_cell_is_a_no_op_locally(monkeypatch, tmp_path):
+    monkeypatch.delenv("COLAB_RELEASE_TAG", raising=False)
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(hosted.SETUP_CELL, "setup", "exec"), {})
+    assert list(tmp_path.iterdir()) == [] and Path.cwd() == tmp_path
+
+
+def test_repo_url_defined_once():
+    hits = [p for p in list(ROOT.glob("rlhf_utils/*.py")) + list(ROOT.glob("notebooks/*.ipynb"))
+            if f'"{hosted.REPO_URL}"' in p.read_text() and p.name != "hosted.py"]
+    # Notebooks hold the generated setup cell (checked above to equal hosted.SETUP_CELL).
+    assert all(p.suffix == ".ipynb" for p in hits)
+
+
+def test_persistent_run_dir(monkeypatch):
+    monkeypatch.delenv("COLAB_RELEASE_TAG", raising=False)
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
+    assert hosted.where() == "kaggle" and hosted.persistent_run_dir("colab_t4") == "/kaggle/working/runs/colab_t4"
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE")
+    assert hosted.where() == "local" and hosted.persistent_run_dir("tiny") == ""
+
+
+def test_accelerate_configs_and_launch_command(tmp_path):
+    names = {p.stem for p in CONFIG_DIR.glob("*.yaml")}
+    assert {"ddp", "zero2", "zero3", "fsdp", "cpu_2proc"} <= names
+    for path in CONFIG_DIR.glob("*.yaml"):
+        assert "distributed_type" in yaml.safe_load(path.read_text())
+    run = RunDir(tmp_path)
+    cmd = launch_command("dpo", run, iteration=2, config_file=CONFIG_DIR / "zero2.yaml", num_processes=8)
+    assert cmd[1:3] == ["-m", "accelerate.commands.launch"]
+    assert cmd[cmd.index("--num_processes") + 1] == "8" and cmd[cmd.index("-m", 3) + 1] == "rlhf_utils.train"
+    assert cmd[-2:] == ["--iteration", "2"] and str(tmp_path / "config.yaml") in cmd
+    assert launched("sft", run, tmp_path / "models/sft") is None, "no GPUs here: training stays in-process"
