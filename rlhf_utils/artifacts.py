@@ -67,13 +67,15 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def _derived(f: Path) -> bool:
+    """Files that are not part of an artifact: the digest itself, and the ``cache-*.arrow`` files
+    the datasets library writes beside a dataset loaded from disk whenever it is mapped."""
+    return f.name == DIGEST or (f.name.startswith("cache-") and f.suffix == ".arrow")
+
+
 def dir_digest(path: Path) -> dict[str, str]:
-    """sha256 of every file under ``path`` (the digest file itself excluded)."""
-    return {
-        str(f.relative_to(path)): file_digest(f)
-        for f in sorted(path.rglob("*"))
-        if f.is_file() and f.name != DIGEST
-    }
+    """sha256 of every file under ``path`` that belongs to the artifact."""
+    return {str(f.relative_to(path)): file_digest(f) for f in sorted(path.rglob("*")) if f.is_file() and not _derived(f)}
 
 
 @contextlib.contextmanager

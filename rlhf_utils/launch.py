@@ -34,19 +34,27 @@ def inside_launch() -> bool:
 
 def launch_command(
     stage: str, run: RunDir, iteration: int | None = None, config_file: str | Path | None = None,
-    num_processes: int | None = None,
+    num_processes: int | None = None, cpu: bool = False,
 ) -> list[str]:
+    """The command that trains ``stage`` on ``num_processes`` processes (default: one per GPU).
+
+    ``cpu=True`` uses torchrun: accelerate 1.15 starts several CPU processes only through
+    mpirun, while torchrun's gloo processes are what accelerate itself sees as MULTI_CPU.
+    """
     n = num_processes or torch.cuda.device_count()
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file or CONFIG_DIR / "ddp.yaml"),
-           "--num_processes", str(n), "-m", "rlhf_utils.train", stage,
-           "--preset", str(run / "config.yaml"), "--run-dir", str(run.path)]
+    if cpu:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n)]
+    else:
+        launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                    str(config_file or CONFIG_DIR / "ddp.yaml"), "--num_processes", str(n)]
+    cmd = [*launcher, "-m", "rlhf_utils.train", stage, "--preset", str(run / "config.yaml"), "--run-dir", str(run.path)]
     return cmd + (["--iteration", str(iteration)] if iteration is not None else [])
 
 
 def launch(stage: str, run: RunDir, iteration: int | None = None, config_file: str | Path | None = None,
-           num_processes: int | None = None) -> None:
-    """Run one training stage under ``accelerate launch``, printing its output as it comes."""
-    cmd = launch_command(stage, run, iteration, config_file, num_processes)
+           num_processes: int | None = None, cpu: bool = False) -> None:
+    """Run one training stage on several processes, printing its output as it comes."""
+    cmd = launch_command(stage, run, iteration, config_file, num_processes, cpu)
     print("launching:", " ".join(cmd), flush=True)
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
         for line in proc.stdout:  # type: ignore[union-attr]

@@ -46,7 +46,13 @@ def run_stage(stage: str, cfg, run, world, iteration: int) -> None:
     from .training import train_dpo, train_preference_model, train_reward_model, train_sft
 
     # Under `accelerate launch` the first process builds (or finds) every input; the others then reuse it.
-    with PartialState().main_process_first():
+    from .models import resolve_device
+
+    # cpu=True makes a torchrun-started group a gloo MULTI_CPU group (accelerate ignores it otherwise).
+    state = PartialState(cpu=resolve_device(cfg) == "cpu")
+    if state.is_main_process:
+        print(f"{stage}: {state.num_processes} process(es), {state.distributed_type}", flush=True)
+    with state.main_process_first():
         splits = prepare_data(cfg, run)
         if stage == "sft":
             start = prepare_initial_policy(cfg, run, world.vocabulary() if world else None)

@@ -245,8 +245,8 @@ def train_dpo(
 ) -> TrainLog:
     """DPO with TRL's DPOTrainer from ``policy_path`` against the frozen reference ``ref_path``.
 
-    Reference log-probs are precomputed once: within one call the pairs and the reference are
-    fixed, so this is exact and saves a reference forward pass per epoch. ``max_steps`` fixes
+    Reference log-probs are precomputed once (single process): within one call the pairs and the
+    reference are fixed, so this is exact and saves a reference forward pass per epoch. ``max_steps`` fixes
     the optimizer budget (the offline baseline matches the online run's steps with it).
     """
     if done := reuse(output_dir):
@@ -255,7 +255,9 @@ def train_dpo(
 
     s = cfg.dpo
     tok = load_tokenizer(policy_path, cfg)
-    pairs = drop_long_prompts(pairs, tok, s.max_prompt_length, "dpo pairs")
+    # In memory: TRL's tokenising map then writes no cache files into the run dir's pair artifacts,
+    # which several processes would otherwise race on.
+    pairs = Dataset.from_dict(drop_long_prompts(pairs, tok, s.max_prompt_length, "dpo pairs").to_dict())
     if len(pairs) == 0:
         raise ValueError("dpo: no preference pairs to train on")
     extra = {"max_steps": max_steps} if max_steps else {}
@@ -265,7 +267,9 @@ def train_dpo(
         loss_type=[s.loss_type],
         label_smoothing=s.label_smoothing,
         max_length=s.max_length,
-        precompute_ref_log_probs=True,
+        # Exact with a fixed reference; TRL shares the result through an on-disk cache file, which
+        # in-memory pairs do not have across processes, so several processes recompute it per step.
+        precompute_ref_log_probs=_world_size() == 1,
     )
     peft = lora_config(cfg)
     trainer = DPOTrainer(

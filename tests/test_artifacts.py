@@ -33,3 +33,17 @@ def test_results_merge_and_timings(tmp_path):
 def test_require_names_the_notebook(tmp_path):
     with pytest.raises(FileNotFoundError, match="run notebooks/01_sft.ipynb first"):
         RunDir(tmp_path).require("models/sft", "01_sft.ipynb")
+
+
+def test_digest_detects_damage_and_ignores_dataset_caches(tmp_path, capsys):
+    from rlhf_utils.artifacts import is_complete
+
+    with atomic_dir(tmp_path / "a") as tmp:
+        (tmp / "data.arrow").write_text("rows")
+    assert is_complete(tmp_path / "a")
+    (tmp_path / "a" / "cache-0123abcd.arrow").write_text("written later by datasets.map")
+    assert is_complete(tmp_path / "a"), "a datasets cache file is not damage"
+    (tmp_path / "a" / "data.arrow").write_text("rows, truncated")
+    assert not is_complete(tmp_path / "a") and not (tmp_path / "a").exists()
+    assert "do not match the digest" in capsys.readouterr().out
+    assert not is_complete(tmp_path / "never-written")

@@ -47,7 +47,7 @@ def test_persistent_run_dir(monkeypatch):
 
 def test_accelerate_configs_and_launch_command(tmp_path):
     names = {p.stem for p in CONFIG_DIR.glob("*.yaml")}
-    assert {"ddp", "zero2", "zero3", "fsdp", "cpu_2proc"} <= names
+    assert {"ddp", "zero2", "zero3", "fsdp"} <= names
     for path in CONFIG_DIR.glob("*.yaml"):
         assert "distributed_type" in yaml.safe_load(path.read_text())
     run = RunDir(tmp_path)
@@ -56,3 +56,5 @@ def test_accelerate_configs_and_launch_command(tmp_path):
     assert cmd[cmd.index("--num_processes") + 1] == "8" and cmd[cmd.index("-m", 3) + 1] == "rlhf_utils.train"
     assert cmd[-2:] == ["--iteration", "2"] and str(tmp_path / "config.yaml") in cmd
     assert launched("sft", run, tmp_path / "models/sft") is None, "no GPUs here: training stays in-process"
+    cpu = launch_command("sft", run, num_processes=2, cpu=True)
+    assert cpu[1:5] == ["-m", "torch.distributed.run", "--nproc_per_node", "2"]

@@ -1,4 +1,8 @@
-"""The multi-process path: `accelerate launch --num_processes 2 --cpu` against one process.
+"""The multi-process path: two CPU processes (torchrun, gloo) against one process.
+
+`accelerate launch --num_processes 2 --cpu` starts a single process in accelerate 1.15 unless
+mpirun is installed, so the two CPU processes come from torchrun, the launcher accelerate
+uses for GPUs; accelerate's state then sees a MULTI_CPU group (checked below).
 
 SFT, the reward model and DPO are trained on a reduced tiny configuration twice: in one
 process (per-device batch 16, gradient accumulation 2) and under accelerate with two CPU
@@ -16,7 +20,7 @@ import pytest
 
 from rlhf_utils.artifacts import RunDir
 from rlhf_utils.config import load_config
-from rlhf_utils.launch import CONFIG_DIR, launch
+from rlhf_utils.launch import launch
 
 pytestmark = pytest.mark.e2e
 
@@ -36,14 +40,20 @@ def _mean_loss(run_dir, model_dir):
     return sum(losses) / len(losses)
 
 
-def test_two_processes_match_one(tmp_path):
+def test_two_processes_match_one(tmp_path, capsys):
     cfg = load_config("tiny", SMALL)
     single, double = RunDir.open(tmp_path / "one", cfg), RunDir.open(tmp_path / "two", cfg)
     for stage, _ in STAGES:
         args = [sys.executable, "-m", "rlhf_utils.train", stage, "--preset", str(single / "config.yaml"),
                 "--run-dir", str(single.path), "--iteration", "1"]
         subprocess.run(args, check=True, capture_output=True)
-        launch(stage, double, iteration=1, config_file=CONFIG_DIR / "cpu_2proc.yaml", num_processes=2)
+        launch(stage, double, iteration=1, num_processes=2, cpu=True)
+    out = capsys.readouterr().out
+    assert out.count("2 process(es), DistributedType.MULTI_CPU") == len(STAGES), out[-2000:]
+    history = json.loads((double / "models/sft/train_log.json").read_text())["history"]
+    single_history = json.loads((single / "models/sft/train_log.json").read_text())["history"]
+    assert len(history) == len(single_history), "same number of optimizer steps"
     for stage, model_dir in STAGES:
         a, b = _mean_loss(single.path, model_dir), _mean_loss(double.path, model_dir)
+        print(f"{stage}: mean loss {a:.4f} (1 process) vs {b:.4f} (2 processes), relative gap {abs(a - b) / abs(a):.2%}")
         assert abs(a - b) <= TOLERANCE * abs(a), f"{stage}: mean loss {a:.4f} (1 process) vs {b:.4f} (2 processes)"
