@@ -10,7 +10,7 @@ PRESET ?= tiny
 ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: setup run test unit nbval bench notebooks clean
+.PHONY: setup run test unit nbval bench notebooks gpu-smoke clean
 
 setup: $(VENV)/.installed
 
@@ -36,6 +36,11 @@ nbval: setup
 SEEDS ?= 3
 bench: setup
 	$(BIN)/rlhf-workflow bench --preset $(PRESET) --seeds $(SEEDS) $(ARGS)
+
+# Hardware-only: the tiny preset on CUDA in bf16 (HF backend), e.g. make gpu-smoke TORCH_SPEC="torch==2.9.1"
+gpu-smoke: setup
+	$(BIN)/rlhf-workflow run --preset tiny --run-dir runs/gpu-smoke --set runtime.device=cuda \
+		--set runtime.precision=bf16 --set online.backend=hf $(ARGS)
 
 notebooks: setup
 	$(BIN)/rlhf-workflow notebooks

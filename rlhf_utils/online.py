@@ -40,7 +40,7 @@ from .models import load_causal_lm, load_tokenizer, resolve_device
 from .launch import launched
 from .pairs import check_rule, select_pairs
 from .scoring import PreferenceScorer, RewardScorer
-from .training import train_dpo
+from .training import drop_long_prompts, train_dpo
 from .world import ToyWorld
 
 PAIR_COLUMNS = ["prompt", "chosen", "rejected"]
@@ -66,11 +66,13 @@ class OnlineLoop:
         if o.k < 2:
             raise ValueError(f"online.k: must be >= 2 (got {o.k})")
         self.splits = load_splits(run, split_names(cfg))
-        for t in range(1, o.iterations + 1):
-            if len(self.splits[f"iteration_{t}"]) == 0:
-                raise ValueError(f"iteration_{t}: has no prompts; the online loop needs fresh prompts every iteration")
         self.sft_path = str(run.require("models/sft", "01_sft.ipynb"))
         self.tok = load_tokenizer(self.sft_path, cfg)
+        # Prompts longer than data.max_prompt_length are dropped (with a printed count) before any sampling.
+        for name in [f"iteration_{t}" for t in range(1, o.iterations + 1)] + ["eval_prompts"]:
+            self.splits[name] = drop_long_prompts(self.splits[name], self.tok, cfg.data.max_prompt_length, name)
+            if len(self.splits[name]) == 0:
+                raise ValueError(f"{name}: has no prompts; the online loop needs fresh prompts every iteration")
         self.device = resolve_device(cfg)
         self.rm = RewardScorer.load(str(run.require("models/reward_model", "02_reward_model.ipynb")), cfg)
         self.pm = (

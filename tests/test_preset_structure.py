@@ -1,0 +1,38 @@
+"""The GPU presets' structure on the CPU: their model ids mapped to local tiny models.
+
+colab_t4 trains with LoRA (PEFT) and a global batch made of small per-device batches and
+gradient accumulation; here one SFT step runs with exactly that structure, on a tiny Llama
+saved locally, and the merged result loads back as a plain model.
+"""
+
+import pytest
+
+from rlhf_utils.artifacts import RunDir
+from rlhf_utils.config import load_config
+from rlhf_utils.data import build_toy_world_splits
+from rlhf_utils.models import load_causal_lm, prepare_initial_policy
+from rlhf_utils.training import common_args, train_sft
+from rlhf_utils.world import ToyWorld
+
+
+@pytest.mark.parametrize("preset", ["colab_t4", "single_gpu", "paper"])
+def test_gpu_preset_structure_trains_on_local_tiny_model(preset, tmp_path):
+    real = load_config(preset)
+    world = ToyWorld.from_recipe()
+    tiny = load_config("tiny")
+    start = prepare_initial_policy(tiny, RunDir(tmp_path), world.vocabulary())
+    # The preset's training structure (LoRA, batch arithmetic, schedule), with the hub model and data
+    # replaced by local tiny ones and lengths/epochs cut to CPU size.
+    cfg = load_config(preset, {
+        "models.policy": start, "data.recipe": "toy_world", "runtime.device": "cpu", "runtime.precision": "fp32",
+        "runtime.gradient_checkpointing": False, "sft.max_length": 48, "sft.epochs": 1.0, "sft.packing": False,
+        "sft.global_batch_size": real.sft.global_batch_size, "world.n_sft_prompts": 4 * real.sft.global_batch_size,
+        "models.lora.target_modules": ["q_proj", "v_proj"],
+    })
+    args = common_args(cfg, cfg.sft, cfg.world.n_sft_prompts, tmp_path / "t")
+    assert args["per_device_train_batch_size"] * args["gradient_accumulation_steps"] == real.sft.global_batch_size
+    splits = build_toy_world_splits(cfg, world)
+    log = train_sft(cfg, start, splits["sft"].select(range(cfg.world.n_sft_prompts)), tmp_path / "sft")
+    assert [h for h in log.history if "loss" in h], "at least one optimizer step was logged"
+    model = load_causal_lm(tmp_path / "sft", cfg)
+    assert not any("lora" in name for name, _ in model.named_parameters()), "LoRA is merged into the saved model"
