@@ -24,6 +24,7 @@ from typing import Any
 
 from .artifacts import REPO_ROOT, RunDir, atomic_write_json, default_run_dir, file_digest
 from .config import Config, ConfigError, load_config
+from .report import FIGURES as REPORT_FIGURES
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 NOTEBOOKS = [
@@ -34,8 +35,6 @@ NOTEBOOKS = [
     "05_evaluation.ipynb",
 ]
 PACKAGES = ["torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers", "papermill", "vllm"]
-# Environment variables that may hold secrets: never written anywhere by the runner.
-SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY")
 
 
 def package_versions() -> dict[str, str | None]:
@@ -101,7 +100,7 @@ def execute_notebook(source: Path, output: Path, parameters: dict[str, Any] | No
 
 
 RUN_OUTPUTS = (
-    "config.yaml", "results.json", "manifest.json", "report.md", "win_rates_and_kl.png", "lengths.png",
+    "config.yaml", "results.json", "manifest.json", "report.md", *[f"{name}.png" for name in REPORT_FIGURES],
     "data", "models", "online", "eval", "exports", "notebooks",
 )
 

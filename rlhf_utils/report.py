@@ -22,6 +22,9 @@ from .config import Config
 from .evaluation import bootstrap_ci, lc_win_rate, win_rate
 
 
+FIGURES = ("win_rates_and_kl", "lengths")  # the plots report.md embeds, saved as <name>.png beside it
+
+
 def model_names(cfg: Config) -> list[str]:
     """The models stage 5 compares, in reading order."""
     return ["sft", "offline_dpo", *[f"iter_{t}" for t in range(1, cfg.online.iterations + 1)]]
@@ -89,6 +92,8 @@ def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:
 
 def write_report(run: RunDir, cfg: Config, table: pd.DataFrame, figures: dict[str, Any], summary: list[str]) -> Path:
     """``<run>/report.md``: the headline table, the summary and the plots, readable on GitHub."""
+    if unknown := set(figures) - set(FIGURES):
+        raise ValueError(f"write_report: unknown figure name(s) {sorted(unknown)}; add them to report.FIGURES")
     for name, fig in figures.items():
         fig.savefig(run / f"{name}.png", dpi=110, bbox_inches="tight")
     parts = [

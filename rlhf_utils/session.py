@@ -21,9 +21,11 @@ def hardware_plan(cfg: Config) -> str:
     """One line saying how training will use the hardware: processes, batch arithmetic, memory savers."""
     import torch
 
+    from .training import accumulation_steps
+
     procs = max(1, torch.cuda.device_count()) if resolve_device(cfg) == "cuda" else 1
     d = cfg.dpo
-    accum = d.global_batch_size // (d.per_device_batch_size * procs) if d.global_batch_size >= d.per_device_batch_size * procs else 1
+    accum = accumulation_steps(d, procs)
     lora = cfg.models.lora
     adapters = ("QLoRA (4-bit base)" if lora.load_in_4bit else f"LoRA r={lora.r}") if lora.enabled else "full fine-tuning"
     return (f"training: {procs} process(es); DPO global batch {d.global_batch_size} = {d.per_device_batch_size} per device "

@@ -39,6 +39,17 @@ except ImportError:  # pragma: no cover
         return 1
 
 
+def accumulation_steps(settings: Any, processes: int) -> int:
+    """Gradient-accumulation steps that make up the preset's global batch on ``processes`` processes."""
+    per_step = settings.per_device_batch_size * processes
+    if settings.global_batch_size % per_step:
+        raise ValueError(
+            f"global_batch_size {settings.global_batch_size} is not a multiple of per_device_batch_size "
+            f"{settings.per_device_batch_size} x {processes} processes; change per_device_batch_size"
+        )
+    return settings.global_batch_size // per_step
+
+
 def common_args(cfg: Config, settings: Any, n_rows: int, output_dir: str | Path) -> dict[str, Any]:
     """TrainingArguments shared by every stage: batch arithmetic, schedule, precision, seeds.
 
@@ -48,12 +59,7 @@ def common_args(cfg: Config, settings: Any, n_rows: int, output_dir: str | Path)
     """
     procs = _world_size()
     per_step = settings.per_device_batch_size * procs
-    if settings.global_batch_size % per_step:
-        raise ValueError(
-            f"global_batch_size {settings.global_batch_size} is not a multiple of per_device_batch_size "
-            f"{settings.per_device_batch_size} x {procs} processes; change per_device_batch_size"
-        )
-    accum = settings.global_batch_size // per_step
+    accum = accumulation_steps(settings, procs)
     steps = math.ceil(n_rows / (per_step * accum)) * settings.epochs
     precision = resolve_precision(cfg)
     return dict(
