@@ -112,22 +112,17 @@ def test_no_unsafe_torch_load():
             assert "weights_only=True" in call, f"{path}: {call}"
 
 
-def test_iteration_without_prompts_is_refused(tiny_run, tmp_path):
-    from datasets import load_from_disk
-
-    from rlhf_utils.artifacts import RunDir, atomic_dir
+def test_iteration_without_prompts_is_refused(tiny_run, tmp_path, capsys):
+    """Every prompt over data.max_prompt_length is dropped, leaving an iteration empty: refused before sampling."""
+    from rlhf_utils.artifacts import RunDir
     from rlhf_utils.config import load_config
     from rlhf_utils.online import OnlineLoop
     from rlhf_utils.world import ToyWorld
 
     run_dir, _ = tiny_run
     copy = tmp_path / "run"
-    shutil.copytree(run_dir / "data", copy / "data")
-    shutil.copytree(run_dir / "models/sft", copy / "models/sft")
-    shutil.copytree(run_dir / "models/reward_model", copy / "models/reward_model")
-    empty = load_from_disk(str(run_dir / "data/iteration_2")).select([])
-    shutil.rmtree(copy / "data/iteration_2")
-    with atomic_dir(copy / "data/iteration_2") as tmp:
-        empty.save_to_disk(str(tmp))
-    with pytest.raises(ValueError, match="iteration_2: has no prompts"):
-        OnlineLoop(load_config("tiny"), RunDir(copy), ToyWorld.from_recipe())
+    for part in ("data", "models/sft", "models/reward_model"):
+        shutil.copytree(run_dir / part, copy / part)
+    with pytest.raises(ValueError, match="iteration_1: has no prompts"):
+        OnlineLoop(load_config("tiny", {"data.max_prompt_length": 1}), RunDir(copy), ToyWorld.from_recipe())
+    assert "iteration_1: dropped 512 rows with prompts longer than 1 tokens" in capsys.readouterr().out
