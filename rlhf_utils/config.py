@@ -142,8 +142,11 @@ class OnlineSettings:
     accumulate: bool
     scorer: Literal["rm", "pm"]
     backend: Literal["auto", "hf", "vllm"]
-    tensor_parallel_size: int
-    generation_batch_size: int
+    tensor_parallel_size: int  # GPUs per vLLM engine
+    data_parallel_size: int  # generation worker processes, each on its own prompt shard (and GPUs)
+    generation_batch_size: int  # sequences (prompts x k) per HF generate call; halved on GPU OOM
+    cache_implementation: Literal["dynamic", "static"]  # HF generate's KV cache
+    score_batch_size: int  # sequences per forward pass when scoring or computing log-probs (full-vocabulary logits)
 
 
 @dataclass
@@ -390,7 +393,8 @@ def validate(cfg: Config) -> None:
     o = cfg.online
     _require(o.iterations >= 1, "online.iterations", "must be >= 1", o.iterations)
     _require(o.k >= 2, "online.k", "must be >= 2 (a pair needs two responses)", o.k)
-    _positive(o, "online", "temperature", "max_new_tokens", "tensor_parallel_size", "generation_batch_size")
+    _positive(o, "online", "temperature", "max_new_tokens", "tensor_parallel_size", "data_parallel_size", "generation_batch_size",
+              "score_batch_size")
     _require(0 < o.top_p <= 1, "online.top_p", "must be in (0, 1]", o.top_p)
     _non_negative(o, "online", "length_penalty", "margin")
     _require(

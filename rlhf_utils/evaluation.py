@@ -20,7 +20,6 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .config import Config
 from .data import prompt_text
 from .generation import HFGenerator
-from .models import resolve_device
 from .world import ToyWorld, parse_instruction
 
 
@@ -33,7 +32,7 @@ def sample_eval(
     the weights alone. Returns one row per (prompt, response).
     """
     e = cfg.eval
-    gen = HFGenerator(model, tok, resolve_device(cfg), cfg.online.generation_batch_size)
+    gen = HFGenerator.from_config(model, tok, cfg)
     responses = gen.generate(
         list(prompts["prompt"]), e.samples_per_prompt, e.temperature, e.top_p, e.max_new_tokens,
         seed=cfg.runtime.seed + 7919 + seed_offset,

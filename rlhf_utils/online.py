@@ -35,7 +35,7 @@ from .artifacts import RunDir, atomic_dir, atomic_write_json, atomic_write_text,
 from .config import Config
 from .data import load_splits, prompt_text, split_names
 from .evaluation import gold_scores, kl_estimate, sample_eval, sequence_logprobs, win_rate
-from .generation import make_generator, vllm_available
+from .generation import check_shard_gpus, make_generator, vllm_available
 from .models import load_causal_lm, load_tokenizer, resolve_device
 from .launch import launched
 from .pairs import check_rule, select_pairs
@@ -87,6 +87,8 @@ class OnlineLoop:
             check_tokenizer_covers(self.pm.tok, sample, "preference model")
         if o.backend == "vllm" and not vllm_available():
             raise ValueError("online.backend: vllm needs the vllm package and a CUDA GPU (use hf or auto here)")
+        if o.data_parallel_size > 1 and self.device == "cuda":
+            check_shard_gpus(o.data_parallel_size, o.tensor_parallel_size)
 
     # ----------------------------------------------------------------- paths
     def iter_dir(self, t: int) -> Path:
@@ -101,16 +103,20 @@ class OnlineLoop:
 
     # ---------------------------------------------------------------- phases
     def generate(self, t: int) -> Dataset:
+        """K samples per prompt; the rollout's token count and seconds go to ``rollout.json``."""
         path = self.iter_dir(t) / "samples"
         if is_complete(path):
             return load_from_disk(str(path))
         o = self.cfg.online
         prompts = list(self.splits[f"iteration_{t}"]["prompt"])
-        gen = make_generator(self.cfg, self.policy_path(t - 1), None, self.tok)
+        start = time.time()
+        gen = make_generator(self.cfg, self.policy_path(t - 1), None, self.tok,
+                             work_dir=self.iter_dir(t) / "shards", config_path=self.run / "config.yaml")
         responses = gen.generate(
             prompts, o.k, o.temperature, o.top_p, o.max_new_tokens, seed=self.cfg.runtime.seed + 1000 * t, tag=f"generate:{t}"
         )
         ds = Dataset.from_dict({"prompt": prompts, "responses": responses})
+        atomic_write_json(self.iter_dir(t) / "rollout.json", {"new_tokens": gen.new_tokens, "seconds": time.time() - start})
         with atomic_dir(path) as tmp:
             ds.save_to_disk(str(tmp))
         return ds
@@ -170,7 +176,7 @@ class OnlineLoop:
         prompts = [[{"role": "user", "content": p}] for p in frame["prompt"]]
         frame["proxy"] = np.concatenate(self.rm.score(prompts, [[r] for r in frame["response"]]))
         frame["length"] = frame["response"].str.split().str.len()
-        batch = self.cfg.online.generation_batch_size
+        batch = self.cfg.online.score_batch_size
         frame["logp"] = sequence_logprobs(model, self.tok, prompts, list(frame["response"]), self.device, batch)
         ref = model if model_path == self.sft_path else load_causal_lm(self.sft_path, self.cfg)
         frame["ref_logp"] = sequence_logprobs(ref, self.tok, prompts, list(frame["response"]), self.device, batch)
@@ -217,6 +223,8 @@ class OnlineLoop:
         seconds["train"] = log.seconds
         summary = timed("evaluate", self.evaluate, f"iter_{t}", self.policy_path(t))
         train_rows = len(self.training_pairs(t, pairs))
+        rollout = read_json(self.iter_dir(t) / "rollout.json") or {}
+        dpo_tokens = [h["num_tokens"] for h in log.history if "num_tokens" in h]
         stats = {
             "iteration": t,
             **{k: v for k, v in summary.items() if k != "eval_seconds"},
@@ -230,6 +238,10 @@ class OnlineLoop:
             "phase_seconds": seconds,
             "seconds": sum(seconds.values()),
             "dpo_loss": [h["loss"] for h in log.history if "loss" in h],
+            # Throughput: generated tokens per second of the generate phase (model loading included),
+            # and DPO's non-padding chosen + rejected tokens per second of its training wall time.
+            "rollout_tokens_per_second": rollout["new_tokens"] / rollout["seconds"] if rollout else None,
+            "dpo_tokens_per_second": dpo_tokens[-1] / log.seconds if dpo_tokens and log.seconds else None,
         }
         atomic_write_json(stats_path, stats)
         return stats

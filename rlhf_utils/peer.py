@@ -138,7 +138,7 @@ def run_online_dpo_peer(cfg: Config, run: RunDir, world: ToyWorld | None, total_
     gold = gold_scores(world, frame) if world else None
     # KL to the SFT reference on the eval samples, as OnlineLoop.evaluate reports it: equal gold at
     # a different KL is the interesting difference between the two schemes.
-    logps = [sequence_logprobs(m, tok, msgs, list(frame["response"]), resolve_device(cfg), o.generation_batch_size)
+    logps = [sequence_logprobs(m, tok, msgs, list(frame["response"]), resolve_device(cfg), o.score_batch_size)
              for m in (policy, load_causal_lm(sft_path, cfg))]
     return {
         "gold_reward": float(gold.mean()) if gold is not None else None,

@@ -62,7 +62,7 @@ class RewardScorer:
 
     @classmethod
     def load(cls, path: str, cfg: Config) -> "RewardScorer":
-        return cls(load_reward_model(path, cfg), load_tokenizer(path, cfg), resolve_device(cfg), cfg.online.generation_batch_size)
+        return cls(load_reward_model(path, cfg), load_tokenizer(path, cfg), resolve_device(cfg), cfg.online.score_batch_size)
 
     def render(self, prompt: Messages, response: str) -> str:
         return self.tok.apply_chat_template(prompt + [{"role": "assistant", "content": response}], tokenize=False)
@@ -113,7 +113,7 @@ class PreferenceScorer:
 
     @classmethod
     def load(cls, path: str, cfg: Config) -> "PreferenceScorer":
-        return cls(load_causal_lm(path, cfg), load_tokenizer(path, cfg), resolve_device(cfg), cfg.online.generation_batch_size)
+        return cls(load_causal_lm(path, cfg), load_tokenizer(path, cfg), resolve_device(cfg), cfg.online.score_batch_size)
 
     @torch.no_grad()
     def _prob_a(self, contexts: list[str], firsts: list[str], seconds: list[str]) -> np.ndarray:
