@@ -37,10 +37,15 @@ SEEDS ?= 3
 bench: setup
 	$(BIN)/rlhf-workflow bench --preset $(PRESET) --seeds $(SEEDS) $(ARGS)
 
-# Hardware-only: the tiny preset on CUDA in bf16 (HF backend), e.g. make gpu-smoke TORCH_SPEC="torch==2.9.1"
+# Hardware-only: the tiny preset on CUDA in bf16 (HF backend), then HF sampling throughput per
+# batch size and KV cache (GEN_MODEL: any saved policy or hub id), e.g.
+#   make gpu-smoke TORCH_SPEC="torch==2.9.1" GEN_MODEL=Qwen/Qwen2.5-0.5B-Instruct
+GPU_SET := --set runtime.device=cuda --set runtime.precision=bf16 --set online.backend=hf
+GEN_MODEL ?= runs/gpu-smoke/models/sft
 gpu-smoke: setup
-	$(BIN)/rlhf-workflow run --preset tiny --run-dir runs/gpu-smoke --set runtime.device=cuda \
-		--set runtime.precision=bf16 --set online.backend=hf $(ARGS)
+	$(BIN)/rlhf-workflow run --preset tiny --run-dir runs/gpu-smoke $(GPU_SET) $(ARGS)
+	$(BIN)/rlhf-workflow bench-generation --preset tiny $(GPU_SET) --model $(GEN_MODEL) \
+		--batch-sizes 256 1024 --new-tokens 128 --out runs/gpu-smoke/generation_throughput.json
 
 notebooks: setup
 	$(BIN)/rlhf-workflow notebooks

@@ -169,3 +169,53 @@ def render_markdown(report: dict[str, Any]) -> str:
             "so its samples are always on-policy but each update sees a small batch.",
         ]
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------ generation throughput
+
+
+def generation_throughput(
+    cfg, model_path: str, batch_sizes: list[int], caches: list[str], new_tokens: int, out_path: str | Path | None = None,
+) -> list[dict[str, Any]]:
+    """Tokens per second of HF sampling for each (sequences per call, KV cache) pair, on this machine.
+
+    The online loop's rollout uses ``online.generation_batch_size`` and ``online.cache_implementation``;
+    this measures the alternatives with the same sampling settings (K = ``online.k``, temperature,
+    top_p) so the choice is measured, not assumed. Each setting samples twice its batch (two calls)
+    after one warm-up call; throughput counts generated tokens, padding excluded.
+
+    Usage::
+
+        rows = generation_throughput(cfg, "runs/tiny/models/sft", [64, 256], ["dynamic", "static"], 16)
+    """
+    import torch
+
+    from .generation import HFGenerator
+    from .models import load_causal_lm, load_tokenizer, resolve_device
+    from .world import ToyWorld
+
+    o, device = cfg.online, resolve_device(cfg)
+    model, tok = load_causal_lm(model_path, cfg), load_tokenizer(model_path, cfg)
+    texts = [ins.text for ins in ToyWorld.from_recipe().all_instructions()]
+    rows = []
+    for cache in caches:
+        for batch in batch_sizes:
+            n_prompts = 2 * max(1, batch // o.k)
+            prompts = [[{"role": "user", "content": texts[i % len(texts)]}] for i in range(n_prompts)]
+            gen = HFGenerator(model, tok, device, batch, cache)
+            gen.generate(prompts[: max(1, batch // o.k)], o.k, o.temperature, o.top_p, new_tokens, seed=0, progress=False)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            gen.generate(prompts, o.k, o.temperature, o.top_p, new_tokens, seed=1, progress=False)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+            rows.append({"cache": cache, "sequences_per_call": batch, "prompts": n_prompts, "k": o.k,
+                         "new_tokens": gen.new_tokens, "seconds": seconds, "tokens_per_second": gen.new_tokens / seconds})
+            print(f"{cache:>8} cache, {batch:>5} sequences per call: {gen.new_tokens / seconds:,.0f} new tokens/s "
+                  f"({gen.new_tokens} tokens in {seconds:.2f}s)", flush=True)
+    if out_path is not None:
+        atomic_write_json(out_path, {"device": device, "model": str(model_path), "max_new_tokens": new_tokens,
+                                     "torch": torch.__version__, "rows": rows})
+    return rows

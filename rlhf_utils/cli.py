@@ -7,6 +7,7 @@ Usage::
     rlhf-workflow presets                               # list the presets
     rlhf-workflow notebooks                             # re-execute the committed notebooks in place
     rlhf-workflow bench --preset tiny --seeds 3         # the benchmark: bench/report.json and bench/report.md
+    rlhf-workflow bench-generation --model runs/tiny/models/sft --batch-sizes 64 256 --caches dynamic static
 
 A bad preset, key or value exits with status 2 and one line naming the key, before any work.
 """
@@ -58,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-scaling", action="store_true", help="skip the scaling measurements")
     bench.add_argument("--no-peer", action="store_true", help="skip TRL's fully online peer")
 
+    gen = sub.add_parser("bench-generation", help="tokens/s of HF sampling per batch size and KV cache")
+    _add_config_args(gen)
+    gen.add_argument("--model", required=True, help="a saved policy (directory or hub id), e.g. runs/tiny/models/sft")
+    gen.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1024], help="sequences per generate call")
+    gen.add_argument("--caches", nargs="+", choices=["dynamic", "static"], default=["dynamic", "static"])
+    gen.add_argument("--new-tokens", type=int, default=None, help="max new tokens (default: online.max_new_tokens)")
+    gen.add_argument("--out", default=None, help="also write the rows to this JSON file")
+
     sub.add_parser("presets", help="list the presets")
 
     nbs = sub.add_parser("notebooks", help="re-execute the committed notebooks in place (tiny preset)")
@@ -91,6 +100,14 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--seeds: must be >= 1 (got {args.seeds})")
             run_bench(args.preset, args.seeds, args.out, _overrides(args), not args.no_scaling, not args.no_peer)
             print((Path(args.out) / "report.md").read_text())
+        elif args.command == "bench-generation":
+            from .bench import generation_throughput
+
+            cfg = load_config(args.preset, _overrides(args))
+            if any(b < 1 for b in args.batch_sizes):
+                raise ConfigError(f"--batch-sizes: each must be >= 1 (got {args.batch_sizes})")
+            generation_throughput(cfg, args.model, args.batch_sizes, args.caches,
+                                  args.new_tokens or cfg.online.max_new_tokens, args.out)
         elif args.command == "notebooks":
             from .pipeline import refresh_notebooks
 

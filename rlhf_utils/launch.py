@@ -38,15 +38,18 @@ def launch_command(
 ) -> list[str]:
     """The command that trains ``stage`` on ``num_processes`` processes (default: one per GPU).
 
-    ``cpu=True`` uses torchrun: accelerate 1.15 starts several CPU processes only through
-    mpirun, while torchrun's gloo processes are what accelerate itself sees as MULTI_CPU.
+    ``cpu=True`` (tests, CPU-only machines): ``accelerate launch --multi_gpu`` without a config
+    file, in fp32. ``--multi_gpu`` is what makes accelerate 1.15 start the processes itself (with
+    torch's elastic launcher); ``--cpu`` would start only one unless mpirun is installed. The
+    processes see no GPU, and ``PartialState(cpu=True)`` in ``rlhf_utils.train`` joins them into a
+    gloo MULTI_CPU group.
     """
     n = num_processes or torch.cuda.device_count()
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n)]
     if cpu:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n)]
+        launcher += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     else:
-        launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                    str(config_file or CONFIG_DIR / "ddp.yaml"), "--num_processes", str(n)]
+        launcher += ["--config_file", str(config_file or CONFIG_DIR / "ddp.yaml")]
     cmd = [*launcher, "-m", "rlhf_utils.train", stage, "--preset", str(run / "config.yaml"), "--run-dir", str(run.path)]
     return cmd + (["--iteration", str(iteration)] if iteration is not None else [])
 

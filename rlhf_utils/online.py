@@ -238,10 +238,12 @@ class OnlineLoop:
             "phase_seconds": seconds,
             "seconds": sum(seconds.values()),
             "dpo_loss": [h["loss"] for h in log.history if "loss" in h],
-            # Throughput: generated tokens per second of the generate phase (model loading included),
-            # and DPO's non-padding chosen + rejected tokens per second of its training wall time.
-            "rollout_tokens_per_second": rollout["new_tokens"] / rollout["seconds"] if rollout else None,
-            "dpo_tokens_per_second": dpo_tokens[-1] / log.seconds if dpo_tokens and log.seconds else None,
+            # Generated tokens per second of the generate phase (model loading included), and DPO's
+            # non-padding chosen + rejected tokens per second of its training wall time.
+            "throughput": {
+                "rollout_tokens_per_second": rollout["new_tokens"] / rollout["seconds"] if rollout else None,
+                "dpo_tokens_per_second": dpo_tokens[-1] / log.seconds if dpo_tokens and log.seconds else None,
+            },
         }
         atomic_write_json(stats_path, stats)
         return stats

@@ -48,7 +48,7 @@ def run_stage(stage: str, cfg, run, world, iteration: int) -> None:
     # Under `accelerate launch` the first process builds (or finds) every input; the others then reuse it.
     from .models import resolve_device
 
-    # cpu=True makes a torchrun-started group a gloo MULTI_CPU group (accelerate ignores it otherwise).
+    # cpu=True makes a group launched on a machine without GPUs a gloo MULTI_CPU group.
     state = PartialState(cpu=resolve_device(cfg) == "cpu")
     if state.is_main_process:
         print(f"{stage}: {state.num_processes} process(es), {state.distributed_type}", flush=True)

@@ -17,6 +17,16 @@ def tiny_cfg():
 FAKE_SECRETS = {"HF_TOKEN": "hf_FAKEtoken0123456789abcdef", "WANDB_API_KEY": "wandb_FAKE_0123456789abcdef"}
 
 
+def deterministic_numbers(results):
+    """Every measured number of a run, without wall times and rates derived from them."""
+    if isinstance(results, dict):
+        return {k: deterministic_numbers(v) for k, v in results.items()
+                if k not in {"timings", "time_share", "throughput"} and "seconds" not in k}
+    if isinstance(results, list):
+        return [deterministic_numbers(v) for v in results]
+    return results
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """One end-to-end papermill run of the tiny preset: (run_dir, results)."""

@@ -153,3 +153,21 @@ def test_a_failed_shard_names_itself_with_its_log(tok, tmp_path):
     gen = ShardedGenerator(run / "config.yaml", str(tmp_path / "no_model"), 2, tmp_path / "shards")
     with pytest.raises(RuntimeError, match=r"(?s)generation shard\(s\) \[0, 1\] failed.*holds no saved model"):
         gen.generate([P, P, P], n=2, temperature=1.0, top_p=1.0, max_new_tokens=4, seed=0, progress=False)
+
+
+def test_bench_generation_measures_each_batch_and_cache(tok, tiny_cfg, tmp_path, capsys):
+    import json
+
+    from rlhf_utils.cli import main
+
+    model_dir = tmp_path / "policy"
+    build_tiny_causal_lm(tiny_cfg.models.tiny, tok, seed=0).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    out = tmp_path / "gen.json"
+    args = ["bench-generation", "--model", str(model_dir), "--batch-sizes", "8", "16", "--new-tokens", "4", "--out", str(out)]
+    assert main(args) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["cache"], r["sequences_per_call"]) for r in rows] == [("dynamic", 8), ("dynamic", 16), ("static", 8), ("static", 16)]
+    assert all(0 < r["new_tokens"] <= r["prompts"] * r["k"] * 4 and r["tokens_per_second"] > 0 for r in rows)
+    assert "sequences per call" in capsys.readouterr().out
+    assert main(["bench-generation", "--model", str(model_dir), "--batch-sizes", "0"]) == 2

@@ -57,4 +57,5 @@ def test_accelerate_configs_and_launch_command(tmp_path):
     assert cmd[-2:] == ["--iteration", "2"] and str(tmp_path / "config.yaml") in cmd
     assert launched("sft", run, tmp_path / "models/sft") is None, "no GPUs here: training stays in-process"
     cpu = launch_command("sft", run, num_processes=2, cpu=True)
-    assert cpu[1:5] == ["-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    assert cpu[1:5] == ["-m", "accelerate.commands.launch", "--num_processes", "2"]
+    assert "--multi_gpu" in cpu and "--config_file" not in cpu and cpu[cpu.index("--mixed_precision") + 1] == "no"

@@ -1,8 +1,9 @@
-"""The multi-process path: two CPU processes (torchrun, gloo) against one process.
+"""The multi-process path: two CPU processes under `accelerate launch` against one process.
 
 `accelerate launch --num_processes 2 --cpu` starts a single process in accelerate 1.15 unless
-mpirun is installed, so the two CPU processes come from torchrun, the launcher accelerate
-uses for GPUs; accelerate's state then sees a MULTI_CPU group (checked below).
+mpirun is installed, so the CPU launch is `accelerate launch --multi_gpu --num_processes 2`
+(see `rlhf_utils.launch.launch_command`): accelerate starts both processes itself and, on a
+machine without GPUs, its state sees a gloo MULTI_CPU group (checked below).
 
 SFT, the reward model and DPO are trained on a reduced tiny configuration twice: in one
 process (per-device batch 16, gradient accumulation 2) and under accelerate with two CPU

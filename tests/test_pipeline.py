@@ -1,9 +1,14 @@
 """End to end: the tiny preset through papermill, shared by every test here (one run)."""
 
 import json
+import shutil
 
 import pytest
+from datasets import load_from_disk
 
+from conftest import deterministic_numbers
+from rlhf_utils import online
+from rlhf_utils.config import load_config
 from rlhf_utils.pipeline import NOTEBOOKS, run_pipeline
 
 pytestmark = pytest.mark.e2e
@@ -43,7 +48,7 @@ def test_resume_skips_finished_phases(tiny_run, tmp_path):
     (copy / "online/iter_3/stats.json").unlink()
     (copy / "eval/iter_3.json").unlink()
     again = run_pipeline("tiny", copy, notebooks=["04_online_iterative_dpo.ipynb"], progress=False, resume=True)
-    assert _numbers(again["online_dpo"]) == _numbers(results["online_dpo"])
+    assert deterministic_numbers(again["online_dpo"]) == deterministic_numbers(results["online_dpo"])
     executed = (copy / "notebooks/04_online_iterative_dpo.ipynb").read_text()
     assert "reusing the finished checkpoint" in executed
 
@@ -66,21 +71,11 @@ def test_manifest_and_notebooks(tiny_run):
         assert (run_dir / "notebooks" / name).exists()
 
 
-def _numbers(results):
-    """Every measured number of a run, without wall times."""
-    drop = {"timings", "seconds", "phase_seconds", "eval_seconds", "time_share"}
-    if isinstance(results, dict):
-        return {k: _numbers(v) for k, v in results.items() if k not in drop and "seconds" not in k}
-    if isinstance(results, list):
-        return [_numbers(v) for v in results]
-    return results
-
-
 def test_same_seed_same_numbers(tiny_run, tmp_path):
     """A second run with the same seed reproduces every number exactly on the CPU."""
     _, results = tiny_run
     again = run_pipeline("tiny", tmp_path / "again", progress=False)
-    assert _numbers(again) == _numbers(results)
+    assert deterministic_numbers(again) == deterministic_numbers(results)
 
 
 def test_reward_model_block(tiny_run):
@@ -102,3 +97,19 @@ def test_preference_model_block(tiny_run):
     assert pm["ranking"]["PM round robin"]["comparisons per prompt"] == k * (k - 1) / 2
     assert pm["ranking"]["PM knockout"]["comparisons per prompt"] == (k - 1) + (k - 2)
     assert results["timings"]["preference_model"] > 0
+
+
+def test_data_parallel_generation_keeps_every_prompt(tiny_run, tmp_path):
+    """online.data_parallel_size=2 through the module entry point: two worker processes sample
+    iteration 1's prompts (512, split 256 + 256); every prompt comes back, in order, with K samples."""
+    run_dir, _ = tiny_run
+    copy = tmp_path / "dp"
+    shutil.copytree(run_dir, copy)
+    shutil.rmtree(copy / "online/iter_1")
+    args = ["generate", "--iteration", "1", "--run-dir", str(copy), "--set", "online.data_parallel_size=2"]
+    assert online.main(args) == 0
+    samples, single = load_from_disk(str(copy / "online/iter_1/samples")), load_from_disk(str(run_dir / "online/iter_1/samples"))
+    assert samples["prompt"] == single["prompt"]
+    assert all(len(r) == load_config("tiny").online.k for r in samples["responses"])
+    assert json.loads((copy / "online/iter_1/rollout.json").read_text())["new_tokens"] > 0
+    assert not (copy / "online/iter_1/shards").exists()

@@ -10,21 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FAKE_SECRETS
+from conftest import FAKE_SECRETS, deterministic_numbers
 from rlhf_utils.artifacts import CRASH_ENV, is_complete
 from rlhf_utils.pipeline import run_pipeline
 
 pytestmark = pytest.mark.e2e
 STAGE4 = ["04_online_iterative_dpo.ipynb"]
-
-
-def _numbers(block):
-    drop = {"seconds", "phase_seconds", "eval_seconds", "time_share"}
-    if isinstance(block, dict):
-        return {k: _numbers(v) for k, v in block.items() if k not in drop}
-    if isinstance(block, list):
-        return [_numbers(v) for v in block]
-    return block
 
 
 def _rewind_to_iteration_2(run_dir: Path, dest: Path) -> Path:
@@ -48,8 +39,8 @@ def test_killed_run_resumes_to_identical_results(tiny_run, tmp_path, monkeypatch
     assert not (copy / "models/iter_2").exists(), "a killed phase leaves no artifact behind"
     monkeypatch.delenv(CRASH_ENV)
     again = run_pipeline("tiny", copy, notebooks=STAGE4, progress=False, resume=True)
-    assert _numbers(again["online_dpo"]["iterations"]) == _numbers(results["online_dpo"]["iterations"])
-    assert _numbers(again["offline_dpo"]) == _numbers(results["offline_dpo"])
+    assert deterministic_numbers(again["online_dpo"]["iterations"]) == deterministic_numbers(results["online_dpo"]["iterations"])
+    assert deterministic_numbers(again["offline_dpo"]) == deterministic_numbers(results["offline_dpo"])
 
 
 def test_corrupted_artifact_is_redone(tiny_run, tmp_path):
@@ -64,7 +55,7 @@ def test_corrupted_artifact_is_redone(tiny_run, tmp_path):
     assert not is_complete(copy / "models/iter_3"), "the digest check catches the damaged checkpoint"
     again = run_pipeline("tiny", copy, notebooks=STAGE4, progress=False, resume=True)
     assert (copy / "models/iter_3/model.safetensors").read_bytes() != bytes(data)
-    assert _numbers(again["online_dpo"]["iterations"]) == _numbers(results["online_dpo"]["iterations"])
+    assert deterministic_numbers(again["online_dpo"]["iterations"]) == deterministic_numbers(results["online_dpo"]["iterations"])
 
 
 def test_different_seeds_differ(tiny_run, tmp_path):
