@@ -143,6 +143,7 @@ class OnlineSettings:
     scorer: Literal["rm", "pm"]
     backend: Literal["auto", "hf", "vllm"]
     tensor_parallel_size: int  # GPUs per vLLM engine
+    vllm_gpu_memory_utilization: float  # share of each GPU's memory a vLLM engine may take (the RM may sit beside it)
     data_parallel_size: int  # generation worker processes, each on its own prompt shard (and GPUs)
     generation_batch_size: int  # sequences (prompts x k) per HF generate call; halved on GPU OOM
     cache_implementation: Literal["dynamic", "static"]  # HF generate's KV cache
@@ -396,6 +397,8 @@ def validate(cfg: Config) -> None:
     _positive(o, "online", "temperature", "max_new_tokens", "tensor_parallel_size", "data_parallel_size", "generation_batch_size",
               "score_batch_size")
     _require(0 < o.top_p <= 1, "online.top_p", "must be in (0, 1]", o.top_p)
+    _require(0 < o.vllm_gpu_memory_utilization <= 1, "online.vllm_gpu_memory_utilization", "must be in (0, 1]",
+             o.vllm_gpu_memory_utilization)
     _non_negative(o, "online", "length_penalty", "margin")
     _require(
         not (o.accumulate and o.reference == "previous"),

@@ -124,6 +124,13 @@ def render_prompts(tok: PreTrainedTokenizerBase, prompts: list[Messages]) -> lis
     return [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
 
 
+def vllm_requests(tok: PreTrainedTokenizerBase, prompts: list[Messages]) -> list[dict[str, list[int]]]:
+    """vLLM prompts as token ids (``TokensPrompt`` dicts): the chat template already holds any BOS,
+    so text prompts would get a second one from vLLM's tokenizer. These are exactly the ids the
+    HF backend feeds ``generate``."""
+    return [{"prompt_token_ids": tok(text, add_special_tokens=False)["input_ids"]} for text in render_prompts(tok, prompts)]
+
+
 def vllm_sampling_kwargs(n: int, temperature: float, top_p: float, max_new_tokens: int, seed: int) -> dict:
     """Arguments of ``vllm.SamplingParams`` for K samples per prompt (the paper: n=8, T=1.0, top_p=1.0)."""
     return {"n": n, "temperature": temperature, "top_p": top_p, "max_tokens": max_new_tokens, "seed": seed}
@@ -144,15 +151,18 @@ class VLLMGenerator:
 
     Every prompt of a shard is sent in one ``generate`` call: vLLM schedules and batches them
     itself. Several GPUs: ``online.tensor_parallel_size`` splits one engine across GPUs,
-    ``online.data_parallel_size`` runs several engines on disjoint prompt shards
-    (:class:`ShardedGenerator`).
+    ``online.data_parallel_size`` runs several engines on disjoint prompt shards. The online
+    loop always runs vLLM in worker processes (:class:`ShardedGenerator`), so the engine's GPU
+    memory is returned when they exit, before DPO trains on the same GPUs.
     """
 
-    def __init__(self, model_path: str, tokenizer: PreTrainedTokenizerBase, tensor_parallel_size: int, dtype: str):
+    def __init__(self, model_path: str, tokenizer: PreTrainedTokenizerBase, tensor_parallel_size: int, dtype: str,
+                 gpu_memory_utilization: float, trust_remote_code: bool):
         from vllm import LLM
 
         self.tok = tokenizer
-        self.llm = LLM(model=model_path, tensor_parallel_size=tensor_parallel_size, dtype=dtype, trust_remote_code=False)
+        self.llm = LLM(model=model_path, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
+                       gpu_memory_utilization=gpu_memory_utilization, trust_remote_code=trust_remote_code)
         self.new_tokens = 0
 
     def generate(
@@ -162,7 +172,7 @@ class VLLMGenerator:
         from vllm import SamplingParams
 
         params = SamplingParams(**vllm_sampling_kwargs(n, temperature, top_p, max_new_tokens, seed))
-        outputs = self.llm.generate(render_prompts(self.tok, prompts), params, use_tqdm=progress)
+        outputs = self.llm.generate(vllm_requests(self.tok, prompts), params, use_tqdm=progress)
         self.new_tokens = count_vllm_tokens(outputs)
         return convert_vllm_outputs(outputs)
 
@@ -273,20 +283,22 @@ def make_generator(cfg, model_path: str, model: PreTrainedModel | None, tokenize
                    work_dir: str | Path | None = None, config_path: str | Path | None = None):
     """The backend ``online.backend`` asks for; ``auto`` takes vLLM when it is installed and a GPU is present.
 
-    With ``online.data_parallel_size`` > 1 (and the run's ``config_path`` and a scratch
-    ``work_dir`` given) the prompts are split over that many worker processes.
+    Given the run's ``config_path`` and a scratch ``work_dir``, vLLM (always) and any backend
+    with ``online.data_parallel_size`` > 1 run in ``data_parallel_size`` worker processes.
     """
     from .models import load_causal_lm, resolve_device, resolve_precision
 
     o = cfg.online
-    if o.data_parallel_size > 1 and work_dir is not None:
+    use_vllm = o.backend == "vllm" or (o.backend == "auto" and vllm_available())
+    if use_vllm and not vllm_available():
+        raise ValueError("online.backend: vllm needs the vllm package and a CUDA GPU (use hf or auto)")
+    if work_dir is not None and (use_vllm or o.data_parallel_size > 1):
         return ShardedGenerator(config_path, model_path, o.data_parallel_size, work_dir, o.tensor_parallel_size,
                                 cuda=resolve_device(cfg) == "cuda")
-    if o.backend == "vllm" or (o.backend == "auto" and vllm_available()):
-        if not vllm_available():
-            raise ValueError("online.backend: vllm needs the vllm package and a CUDA GPU (use hf or auto)")
+    if use_vllm:
         dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[resolve_precision(cfg)]
-        return VLLMGenerator(model_path, tokenizer, o.tensor_parallel_size, dtype)
+        return VLLMGenerator(model_path, tokenizer, o.tensor_parallel_size, dtype, o.vllm_gpu_memory_utilization,
+                             cfg.models.trust_remote_code)
     return HFGenerator.from_config(model if model is not None else load_causal_lm(model_path, cfg), tokenizer, cfg)
 
 

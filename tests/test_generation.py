@@ -12,6 +12,7 @@ from rlhf_utils.generation import (
     shard_bounds,
     shard_gpus,
     vllm_available,
+    vllm_requests,
     vllm_sampling_kwargs,
 )
 from rlhf_utils.models import build_tiny_causal_lm, build_tokenizer
@@ -38,6 +39,9 @@ def test_hf_generator_schema_and_seed(tok, tiny_cfg):
 
 def test_vllm_request_building_and_output_conversion(tok):
     assert render_prompts(tok, [P]) == ["<|user|> write positive about tea in 5 words with sun <|assistant|> "]
+    # Token ids, not text: vLLM would add a second BOS to a chat template that already has one.
+    hf_ids = tok(render_prompts(tok, [P]), add_special_tokens=False)["input_ids"]
+    assert vllm_requests(tok, [P, P]) == [{"prompt_token_ids": hf_ids[0]}] * 2
     assert vllm_sampling_kwargs(8, 1.0, 1.0, 2048, 42) == {
         "n": 8, "temperature": 1.0, "top_p": 1.0, "max_tokens": 2048, "seed": 42,
     }
