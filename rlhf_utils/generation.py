@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
-import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -214,6 +215,14 @@ def check_shard_gpus(shards: int, tensor_parallel_size: int) -> None:
     shard_gpus(shards - 1, tensor_parallel_size, os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
+def _last_line(path: str | Path) -> str:
+    """The last non-empty line of a log (progress bars redraw with carriage returns)."""
+    with open(path, "rb") as fh:
+        fh.seek(max(0, fh.seek(0, 2) - 1000))
+        lines = [x.strip() for x in fh.read().decode(errors="replace").replace("\r", "\n").split("\n")]
+    return next((x for x in reversed(lines) if x), "starting")
+
+
 class ShardedGenerator:
     """Data-parallel generation: one worker process per shard of the prompts, run concurrently.
 
@@ -229,9 +238,9 @@ class ShardedGenerator:
     """
 
     def __init__(self, config_path: str | Path, model_path: str, shards: int, work_dir: str | Path,
-                 tensor_parallel_size: int = 1, cuda: bool = False):
+                 tensor_parallel_size: int = 1, cuda: bool = False, poll: float = 30.0):
         self.config_path, self.model_path, self.shards = str(config_path), str(model_path), shards
-        self.work_dir, self.tp, self.cuda = Path(work_dir), tensor_parallel_size, cuda
+        self.work_dir, self.tp, self.cuda, self.poll = Path(work_dir), tensor_parallel_size, cuda, poll
         self.new_tokens = 0
         if cuda:
             check_shard_gpus(shards, tensor_parallel_size)
@@ -257,6 +266,15 @@ class ShardedGenerator:
                    "--model", self.model_path, "--request", str(request_path), "--out", str(out_path)]
             log = open(self.work_dir / f"shard_{i}.log", "w")
             procs.append((i, hi - lo, out_path, log, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)))
+        # Every `poll` seconds, each running shard's latest progress-bar line (a long GPU rollout
+        # would otherwise print nothing until the end).
+        last = time.time()
+        while any(proc.poll() is None for *_, proc in procs):
+            time.sleep(0.2)
+            if progress and time.time() - last >= self.poll:
+                last = time.time()
+                print(f"{tag}: " + "; ".join(f"shard {i}: {_last_line(log.name)}" for i, _, _, log, proc in procs
+                                             if proc.poll() is None), flush=True)
         out: list[list[str]] = []
         failed = []
         self.new_tokens = 0
@@ -319,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     gen = make_generator(cfg, args.model, None, load_tokenizer(args.model, cfg))
     responses = gen.generate(
         request["prompts"], request["n"], request["temperature"], request["top_p"], request["max_new_tokens"],
-        request["seed"], progress=False, tag=request["tag"],
+        request["seed"], progress=True, tag=request["tag"],  # the bar goes to the shard's log
     )
     atomic_write_json(args.out, {"responses": responses, "new_tokens": gen.new_tokens})
     return 0

@@ -116,7 +116,7 @@ def test_static_cache_samples_the_same_schema(tok, tiny_cfg):
     assert [len(x) for x in out] == [2, 2] and all(isinstance(s, str) for x in out for s in x)
 
 
-def test_data_parallel_shards_join_in_prompt_order(tok, tmp_path):
+def test_data_parallel_shards_join_in_prompt_order(tok, tmp_path, capsys):
     """Two CPU worker processes over 5 prompts give exactly what one process gives on each shard."""
     import torch
 
@@ -133,8 +133,12 @@ def test_data_parallel_shards_join_in_prompt_order(tok, tmp_path):
     prompts = [[{"role": "user", "content": ins.text}] for ins in tasks]
     gen = make_generator(cfg, str(model_dir), None, tok, work_dir=tmp_path / "shards", config_path=run / "config.yaml")
     assert isinstance(gen, ShardedGenerator)
-    joined = gen.generate(prompts, n=3, temperature=1.0, top_p=1.0, max_new_tokens=6, seed=10, progress=False)
+    gen.poll = 0.5
+    joined = gen.generate(prompts, n=3, temperature=1.0, top_p=1.0, max_new_tokens=6, seed=10, tag="gen")
     assert not (tmp_path / "shards").exists(), "scratch files are removed once joined"
+    printed = capsys.readouterr().out
+    assert "gen: shard 0: " in printed, "running shards report their progress"
+    assert "gen: shard 1/2 done (3 prompts)" in printed and "gen: shard 2/2 done (2 prompts)" in printed
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
