@@ -241,6 +241,20 @@ def drop_long_prompts(dataset: Dataset, tok: Any, max_prompt_tokens: int, name: 
     return dataset.select(keep) if len(keep) < len(dataset) else dataset
 
 
+def _shared_on_disk(dataset: Dataset, path: Path) -> Dataset:
+    """Several processes: one on-disk copy they all load. TRL writes the tokenised pairs and the
+    precomputed reference log-probs as cache files beside a dataset's own files (rank 0 computes,
+    the others read); an in-memory dataset would put them in each process's private temp dir."""
+    from datasets import load_from_disk
+
+    state = PartialState()
+    with state.main_process_first():
+        if state.is_main_process:
+            shutil.rmtree(path, ignore_errors=True)
+            dataset.save_to_disk(str(path))
+        return load_from_disk(str(path))
+
+
 def train_dpo(
     cfg: Config,
     policy_path: str | Path,
@@ -251,9 +265,9 @@ def train_dpo(
 ) -> TrainLog:
     """DPO with TRL's DPOTrainer from ``policy_path`` against the frozen reference ``ref_path``.
 
-    Reference log-probs are precomputed once (single process): within one call the pairs and the
-    reference are fixed, so this is exact and saves a reference forward pass per epoch. ``max_steps`` fixes
-    the optimizer budget (the offline baseline matches the online run's steps with it).
+    Reference log-probs are precomputed once: within one call the pairs and the reference are
+    fixed, so this is exact and saves a reference forward pass per step. ``max_steps`` fixes the
+    optimizer budget (the offline baseline matches the online run's steps with it).
     """
     if done := reuse(output_dir):
         return done
@@ -261,21 +275,21 @@ def train_dpo(
 
     s = cfg.dpo
     tok = load_tokenizer(policy_path, cfg)
-    # In memory: TRL's tokenising map then writes no cache files into the run dir's pair artifacts,
-    # which several processes would otherwise race on.
+    # A copy of its own, so TRL's tokenising map writes no cache files into the run dir's pair artifacts.
     pairs = Dataset.from_dict(drop_long_prompts(pairs, tok, s.max_prompt_length, "dpo pairs").to_dict())
     if len(pairs) == 0:
         raise ValueError("dpo: no preference pairs to train on")
+    scratch = Path(output_dir).with_suffix(".trainer")  # removed by _fit once the model is saved
+    if _world_size() > 1:
+        pairs = _shared_on_disk(pairs, scratch / "pairs")
     extra = {"max_steps": max_steps} if max_steps else {}
     args = DPOConfig(
-        **(common_args(cfg, s, len(pairs), Path(output_dir).with_suffix(".trainer")) | extra),
+        **(common_args(cfg, s, len(pairs), scratch) | extra),
         beta=s.beta,
         loss_type=[s.loss_type],
         label_smoothing=s.label_smoothing,
         max_length=s.max_length,
-        # Exact with a fixed reference; TRL shares the result through an on-disk cache file, which
-        # in-memory pairs do not have across processes, so several processes recompute it per step.
-        precompute_ref_log_probs=_world_size() == 1,
+        precompute_ref_log_probs=True,
     )
     peft = lora_config(cfg)
     trainer = DPOTrainer(

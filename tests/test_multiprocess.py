@@ -51,6 +51,8 @@ def test_two_processes_match_one(tmp_path, capsys):
         launch(stage, double, iteration=1, num_processes=2, cpu=True)
     out = capsys.readouterr().out
     assert out.count("2 process(es), DistributedType.MULTI_CPU") == len(STAGES), out[-2000:]
+    # DPO precomputes its reference log-probs under two processes too (one on-disk cache both read).
+    assert "Computing reference log probs for train dataset" in out, out[-3000:]
     history = json.loads((double / "models/sft/train_log.json").read_text())["history"]
     single_history = json.loads((single / "models/sft/train_log.json").read_text())["history"]
     assert len(history) == len(single_history), "same number of optimizer steps"
