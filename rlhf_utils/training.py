@@ -127,6 +127,37 @@ class _CrashAtStep(TrainerCallback):
         crash_point(f"train:{self.name}:step{state.global_step}")
 
 
+def merge_lora(model: Any) -> Any:
+    """LoRA merged into its base, as a plain full-precision model (a model without LoRA as it is).
+
+    A 4-bit (QLoRA) base would keep its quantized layers through ``merge_and_unload`` and round the
+    small update away, and the checkpoint would load back 4-bit. So its adapter is merged into the
+    base reloaded in the compute dtype instead, the usual QLoRA recipe.
+    """
+    if not hasattr(model, "merge_and_unload"):
+        return model
+    base = model.get_base_model()
+    quant = getattr(base.config, "quantization_config", None)
+    if quant is None:
+        return model.merge_and_unload()
+    import copy
+    import tempfile
+
+    from peft import PeftModel
+
+    config = copy.deepcopy(base.config)
+    del config.quantization_config
+    quant = quant if isinstance(quant, dict) else quant.to_dict()
+    dtype = quant.get("bnb_4bit_compute_dtype") or config.dtype
+    with tempfile.TemporaryDirectory() as adapter:
+        model.save_pretrained(adapter)
+        full = type(base).from_pretrained(
+            model.peft_config["default"].base_model_name_or_path, config=config, dtype=dtype, use_safetensors=True
+        )
+        full.resize_token_embeddings(base.get_input_embeddings().weight.shape[0])
+        return PeftModel.from_pretrained(full, adapter).merge_and_unload()
+
+
 def _fit(trainer: Any, output_dir: str | Path) -> TrainLog:
     """Train, then save model (LoRA merged into the base), tokenizer and log in one atomic rename."""
     if os.environ.get(CRASH_ENV):
@@ -134,9 +165,7 @@ def _fit(trainer: Any, output_dir: str | Path) -> TrainLog:
     start = time.time()
     trainer.train()
     seconds = time.time() - start
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
+    model = merge_lora(trainer.accelerator.unwrap_model(trainer.model))
     if trainer.accelerator.is_main_process:  # one writer when several processes trained together
         with atomic_dir(output_dir) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)

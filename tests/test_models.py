@@ -102,3 +102,17 @@ def test_reward_model_with_two_outputs_rejected(tok, tiny_cfg, tmp_path):
     path = save_pretrained(two, tok, tmp_path / "rm2")
     with pytest.raises(ValueError, match="outputs 2 values, expected one scalar"):
         load_reward_model(path, tiny_cfg)
+
+
+def test_qlora_without_bitsandbytes_is_a_clear_error(monkeypatch):
+    import importlib.util
+
+    from rlhf_utils.config import load_config
+    from rlhf_utils.models import quantization
+
+    cfg = load_config("colab_t4", {"models.lora.load_in_4bit": True})
+    assert quantization(cfg).load_in_4bit and quantization(load_config("colab_t4")) is None
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    with pytest.raises(ValueError, match=r"models.lora.load_in_4bit: 4-bit QLoRA needs bitsandbytes"):
+        quantization(cfg)
