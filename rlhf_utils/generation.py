@@ -80,6 +80,7 @@ class HFGenerator:
                     if per_batch == 1:
                         raise
                     per_batch //= 2
+                    self.batch_size = per_batch * n  # later calls start from the size that fitted
                     torch.cuda.empty_cache()
                     print(f"{tag}: out of GPU memory; retrying with {per_batch} prompts x {n} samples per call", flush=True)
                     continue
