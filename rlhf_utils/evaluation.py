@@ -10,6 +10,7 @@ Usage::
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,15 +25,17 @@ from .world import ToyWorld, parse_instruction
 
 
 def sample_eval(
-    model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: Dataset, cfg: Config, seed_offset: int = 0
+    model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: Dataset, cfg: Config, seed_offset: int = 0,
+    generator: Any | None = None,
 ) -> pd.DataFrame:
     """Sample ``eval.samples_per_prompt`` responses per evaluation prompt with the eval settings.
 
     Every model is sampled with the same settings and seed, so their differences come from
-    the weights alone. Returns one row per (prompt, response).
+    the weights alone. Returns one row per (prompt, response). ``generator`` replaces HF
+    ``generate`` on ``model`` (the online loop passes its vLLM or sharded backend).
     """
     e = cfg.eval
-    gen = HFGenerator.from_config(model, tok, cfg)
+    gen = generator or HFGenerator.from_config(model, tok, cfg)
     responses = gen.generate(
         list(prompts["prompt"]), e.samples_per_prompt, e.temperature, e.top_p, e.max_new_tokens,
         seed=cfg.runtime.seed + 7919 + seed_offset,

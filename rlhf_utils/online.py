@@ -172,7 +172,10 @@ class OnlineLoop:
             return done["summary"]
         start = time.time()
         model = load_causal_lm(model_path, self.cfg)
-        frame = sample_eval(model, self.tok, self.splits["eval_prompts"], self.cfg)
+        # The rollout's backend (vLLM or shards where configured; else HF generate on `model`).
+        gen = make_generator(self.cfg, model_path, model, self.tok,
+                             work_dir=self.run / f"eval/{name}.shards", config_path=self.run / "config.yaml")
+        frame = sample_eval(model, self.tok, self.splits["eval_prompts"], self.cfg, generator=gen)
         prompts = [[{"role": "user", "content": p}] for p in frame["prompt"]]
         frame["proxy"] = np.concatenate(self.rm.score(prompts, [[r] for r in frame["response"]]))
         frame["length"] = frame["response"].str.split().str.len()
