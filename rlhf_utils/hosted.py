@@ -2,7 +2,9 @@
 
 The repository URL is defined here, once. :data:`SETUP_CELL` is the source of every notebook's
 first code cell (a test checks that each notebook carries it verbatim): on Colab or Kaggle it
-clones the repository and installs the package; on a local kernel it does nothing.
+clones the repository and installs the package with the ``hosted`` extra (bitsandbytes for QLoRA;
+not vLLM or DeepSpeed, whose wheels would replace the runtime's own CUDA torch); on a local
+kernel it does nothing.
 
 Usage (inside a notebook)::
 
@@ -18,12 +20,12 @@ from pathlib import Path
 REPO_URL = "https://github.com/rlhf-workflow/rlhf-workflow"
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 
-SETUP_CELL = f'''# On Colab or Kaggle: fetch the repository and install it (GPU extras included). Locally: nothing to do.
+SETUP_CELL = f'''# On Colab or Kaggle: fetch the repository and install it with the hosted extras. Locally: nothing to do.
 import os, subprocess, sys
 HOSTED = "COLAB_RELEASE_TAG" in os.environ or "KAGGLE_KERNEL_RUN_TYPE" in os.environ
 if HOSTED and not os.path.isdir("rlhf-workflow"):
     subprocess.run(["git", "clone", "--depth", "1", "{REPO_URL}", "rlhf-workflow"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "rlhf-workflow[gpu]"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "rlhf-workflow[hosted]"], check=True)
 if HOSTED:
     os.chdir("rlhf-workflow/notebooks")
     sys.path.insert(0, os.path.abspath(".."))'''
