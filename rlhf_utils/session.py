@@ -12,13 +12,15 @@ from typing import Any
 from .artifacts import RunDir
 from .config import Config, load_config
 from .data import is_toy_world
+from .generation import check_shard_gpus, vllm_available
 from .hosted import persistent_run_dir
 from .models import apply_runtime, resolve_device, resolve_precision
 from .world import ToyWorld
 
 
 def hardware_plan(cfg: Config) -> str:
-    """One line saying how training will use the hardware: processes, batch arithmetic, memory savers."""
+    """How training and generation will use the hardware: processes, batch arithmetic, memory
+    savers; the sampling backend and its shards. Two lines."""
     import torch
 
     from .training import accumulation_steps
@@ -28,9 +30,15 @@ def hardware_plan(cfg: Config) -> str:
     accum = accumulation_steps(d, procs)
     lora = cfg.models.lora
     adapters = ("QLoRA (4-bit base)" if lora.load_in_4bit else f"LoRA r={lora.r}") if lora.enabled else "full fine-tuning"
+    o = cfg.online
+    if o.backend == "vllm" or (o.backend == "auto" and vllm_available()):
+        backend = f"vLLM, tensor parallel {o.tensor_parallel_size}, at most {o.vllm_gpu_memory_utilization:.0%} of a GPU"
+    else:
+        backend = f"HF generate, up to {o.generation_batch_size} sequences per call, {o.cache_implementation} KV cache"
+    shards = f"; {o.data_parallel_size} data-parallel shards" if o.data_parallel_size > 1 else ""
     return (f"training: {procs} process(es); DPO global batch {d.global_batch_size} = {d.per_device_batch_size} per device "
             f"x {accum} accumulation x {procs}; gradient checkpointing {'on' if cfg.runtime.gradient_checkpointing else 'off'}; "
-            f"{adapters}")
+            f"{adapters}\ngeneration: {backend}{shards}")
 
 
 def start(preset: str, run_dir: str, overrides: dict[str, Any]) -> tuple[Config, RunDir, ToyWorld | None]:
@@ -39,6 +47,8 @@ def start(preset: str, run_dir: str, overrides: dict[str, Any]) -> tuple[Config,
     import transformers
 
     cfg = load_config(preset, overrides)
+    if cfg.online.data_parallel_size > 1 and resolve_device(cfg) == "cuda":  # fail in notebook 01, not in 04
+        check_shard_gpus(cfg.online.data_parallel_size, cfg.online.tensor_parallel_size)
     apply_runtime(cfg)
     # Our own progress bars cover the long steps; the datasets library's fast map/save bars are noise here.
     datasets.disable_progress_bars()

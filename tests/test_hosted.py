@@ -59,3 +59,25 @@ def test_accelerate_configs_and_launch_command(tmp_path):
     cpu = launch_command("sft", run, num_processes=2, cpu=True)
     assert cpu[1:5] == ["-m", "accelerate.commands.launch", "--num_processes", "2"]
     assert "--multi_gpu" in cpu and "--config_file" not in cpu and cpu[cpu.index("--mixed_precision") + 1] == "no"
+
+
+def test_hardware_plan_names_training_and_generation():
+    from rlhf_utils.config import load_config
+    from rlhf_utils.session import hardware_plan
+
+    tiny = hardware_plan(load_config("tiny")).splitlines()
+    assert tiny[0].startswith("training: 1 process(es); DPO global batch 32")
+    assert tiny[1] == "generation: HF generate, up to 256 sequences per call, dynamic KV cache"
+    paper = hardware_plan(load_config("paper", {"runtime.device": "cpu", "online.backend": "hf"}))
+    assert paper.endswith("; 8 data-parallel shards")
+
+
+def test_too_few_gpus_for_the_shards_fail_at_the_start(monkeypatch, tmp_path):
+    import pytest
+
+    from rlhf_utils import session
+
+    monkeypatch.setattr(session, "resolve_device", lambda cfg: "cuda")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with pytest.raises(ValueError, match="online.data_parallel_size: shard 7 needs GPUs 7..7 but only 1 are visible"):
+        session.start("paper", str(tmp_path), {})
