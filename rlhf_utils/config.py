@@ -166,6 +166,7 @@ class RuntimeConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"]
     gradient_checkpointing: bool
     num_threads: int  # torch CPU threads; 0 keeps torch's default
+    accelerate_config: str  # several GPUs: ddp, zero2, zero3, fsdp (rlhf_utils/accelerate_configs/) or a YAML path
 
 
 @dataclass
@@ -348,6 +349,18 @@ def _batching(settings: Any, section: str) -> None:
     )
 
 
+ACCELERATE_CONFIG_DIR = Path(__file__).parent / "accelerate_configs"
+
+
+def accelerate_config_path(name: str) -> Path:
+    """``runtime.accelerate_config`` as a file: a shipped config by name, or a YAML path."""
+    path = ACCELERATE_CONFIG_DIR / f"{name}.yaml" if "/" not in name and not name.endswith(".yaml") else Path(name)
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.stem for p in ACCELERATE_CONFIG_DIR.glob("*.yaml")))
+        raise ConfigError(f"runtime.accelerate_config: {name!r} is neither one of {shipped} nor a YAML file")
+    return path
+
+
 def validate(cfg: Config) -> None:
     """Range and consistency checks; raises :class:`ConfigError` naming the key."""
     w = cfg.world
@@ -411,3 +424,4 @@ def validate(cfg: Config) -> None:
     _positive(e, "eval", "temperature", "max_new_tokens", "samples_per_prompt", "bootstrap_samples")
     _require(0 < e.top_p <= 1, "eval.top_p", "must be in (0, 1]", e.top_p)
     _non_negative(cfg.runtime, "runtime", "seed", "num_threads")
+    accelerate_config_path(cfg.runtime.accelerate_config)

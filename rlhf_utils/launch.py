@@ -5,6 +5,9 @@ With more than one GPU visible, a notebook's training step runs as::
     accelerate launch --config_file <config> --num_processes <gpus> -m rlhf_utils.train <stage> \
         --preset <run>/config.yaml --run-dir <run> [--iteration t]
 
+where ``<config>`` is the preset's ``runtime.accelerate_config`` (DDP; the ``paper`` preset
+DeepSpeed ZeRO-2, as the paper trained DPO).
+
 The resolved ``config.yaml`` of the run dir carries every override, so the launched processes
 see exactly the notebook's configuration. With one GPU or none, training stays in-process.
 
@@ -23,8 +26,9 @@ from pathlib import Path
 import torch
 
 from .artifacts import RunDir
+from .config import ACCELERATE_CONFIG_DIR, accelerate_config_path
 
-CONFIG_DIR = Path(__file__).parent / "accelerate_configs"
+CONFIG_DIR = ACCELERATE_CONFIG_DIR
 
 
 def inside_launch() -> bool:
@@ -49,7 +53,11 @@ def launch_command(
     if cpu:
         launcher += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     else:
-        launcher += ["--config_file", str(config_file or CONFIG_DIR / "ddp.yaml")]
+        if config_file is None:  # the run's own choice (runtime.accelerate_config in its config.yaml)
+            import yaml
+
+            config_file = accelerate_config_path(yaml.safe_load((run / "config.yaml").read_text())["runtime"]["accelerate_config"])
+        launcher += ["--config_file", str(config_file)]
     cmd = [*launcher, "-m", "rlhf_utils.train", stage, "--preset", str(run / "config.yaml"), "--run-dir", str(run.path)]
     return cmd + (["--iteration", str(iteration)] if iteration is not None else [])
 

@@ -36,7 +36,8 @@ def hardware_plan(cfg: Config) -> str:
     else:
         backend = f"HF generate, up to {o.generation_batch_size} sequences per call, {o.cache_implementation} KV cache"
     shards = f"; {o.data_parallel_size} data-parallel shards" if o.data_parallel_size > 1 else ""
-    return (f"training: {procs} process(es); DPO global batch {d.global_batch_size} = {d.per_device_batch_size} per device "
+    launcher = f" ({cfg.runtime.accelerate_config})" if procs > 1 else ""
+    return (f"training: {procs} process(es){launcher}; DPO global batch {d.global_batch_size} = {d.per_device_batch_size} per device "
             f"x {accum} accumulation x {procs}; gradient checkpointing {'on' if cfg.runtime.gradient_checkpointing else 'off'}; "
             f"{adapters}\ngeneration: {backend}{shards}")
 

@@ -168,10 +168,14 @@ def _fit(trainer: Any, output_dir: str | Path) -> TrainLog:
     start = time.time()
     trainer.train()
     seconds = time.time() - start
-    model = merge_lora(trainer.accelerator.unwrap_model(trainer.model))
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):
+        model, state = merge_lora(model), None
+    else:  # ZeRO-3 shards the parameters: gather them (a collective, so every process asks)
+        state = trainer.accelerator.get_state_dict(trainer.model)
     if trainer.accelerator.is_main_process:  # one writer when several processes trained together
         with atomic_dir(output_dir) as tmp:
-            model.save_pretrained(tmp, safe_serialization=True)
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=state)
             trainer.processing_class.save_pretrained(tmp)
             (tmp / TRAIN_LOG).write_text(json.dumps({"history": trainer.state.log_history, "seconds": seconds}))
         shutil.rmtree(trainer.args.output_dir, ignore_errors=True)  # nothing kept there (save_strategy="no")

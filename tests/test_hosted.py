@@ -3,10 +3,12 @@
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from rlhf_utils import hosted
 from rlhf_utils.artifacts import RunDir
+from rlhf_utils.config import ConfigError, load_config
 from rlhf_utils.launch import CONFIG_DIR, launch_command, launched
 from rlhf_utils.pipeline import NOTEBOOK_DIR, NOTEBOOKS
 
@@ -56,13 +58,17 @@ def test_accelerate_configs_and_launch_command(tmp_path):
     assert cmd[cmd.index("--num_processes") + 1] == "8" and cmd[cmd.index("-m", 3) + 1] == "rlhf_utils.train"
     assert cmd[-2:] == ["--iteration", "2"] and str(tmp_path / "config.yaml") in cmd
     assert launched("sft", run, tmp_path / "models/sft") is None, "no GPUs here: training stays in-process"
+    RunDir.open(tmp_path / "paper", load_config("paper"))
+    default = launch_command("dpo", RunDir(tmp_path / "paper"), iteration=1, num_processes=8)
+    assert default[default.index("--config_file") + 1] == str(CONFIG_DIR / "zero2.yaml"), "the preset's choice"
+    with pytest.raises(ConfigError, match="runtime.accelerate_config: 'zero4' is neither one of ddp, fsdp, zero2, zero3"):
+        load_config("paper", {"runtime.accelerate_config": "zero4"})
     cpu = launch_command("sft", run, num_processes=2, cpu=True)
     assert cpu[1:5] == ["-m", "accelerate.commands.launch", "--num_processes", "2"]
     assert "--multi_gpu" in cpu and "--config_file" not in cpu and cpu[cpu.index("--mixed_precision") + 1] == "no"
 
 
 def test_hardware_plan_names_training_and_generation():
-    from rlhf_utils.config import load_config
     from rlhf_utils.session import hardware_plan
 
     tiny = hardware_plan(load_config("tiny")).splitlines()
@@ -73,8 +79,6 @@ def test_hardware_plan_names_training_and_generation():
 
 
 def test_too_few_gpus_for_the_shards_fail_at_the_start(monkeypatch, tmp_path):
-    import pytest
-
     from rlhf_utils import session
 
     monkeypatch.setattr(session, "resolve_device", lambda cfg: "cuda")
