@@ -121,6 +121,15 @@ def vllm_available() -> bool:
     return torch.cuda.is_available()
 
 
+def uses_vllm(cfg) -> bool:
+    """Whether ``online.backend`` resolves to vLLM (``auto``: when installed and a GPU is present);
+    asking for ``vllm`` where it cannot run is an error naming the key."""
+    backend = cfg.online.backend
+    if backend == "vllm" and not vllm_available():
+        raise ValueError("online.backend: vllm needs the vllm package and a CUDA GPU (use hf or auto)")
+    return backend == "vllm" or (backend == "auto" and vllm_available())
+
+
 def render_prompts(tok: PreTrainedTokenizerBase, prompts: list[Messages]) -> list[str]:
     """Chat-templated prompt strings, ending where the assistant's answer begins."""
     return [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
@@ -308,9 +317,7 @@ def make_generator(cfg, model_path: str, model: PreTrainedModel | None, tokenize
     from .models import load_causal_lm, resolve_device, resolve_precision
 
     o = cfg.online
-    use_vllm = o.backend == "vllm" or (o.backend == "auto" and vllm_available())
-    if use_vllm and not vllm_available():
-        raise ValueError("online.backend: vllm needs the vllm package and a CUDA GPU (use hf or auto)")
+    use_vllm = uses_vllm(cfg)
     if work_dir is not None and (use_vllm or o.data_parallel_size > 1):
         return ShardedGenerator(config_path, model_path, o.data_parallel_size, work_dir, o.tensor_parallel_size,
                                 cuda=resolve_device(cfg) == "cuda")

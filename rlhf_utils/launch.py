@@ -26,9 +26,7 @@ from pathlib import Path
 import torch
 
 from .artifacts import RunDir
-from .config import ACCELERATE_CONFIG_DIR, accelerate_config_path
-
-CONFIG_DIR = ACCELERATE_CONFIG_DIR
+from .config import accelerate_config_path
 
 
 def inside_launch() -> bool:

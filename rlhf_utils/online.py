@@ -35,7 +35,7 @@ from .artifacts import RunDir, atomic_dir, atomic_write_json, atomic_write_text,
 from .config import Config
 from .data import load_splits, prompt_text, split_names
 from .evaluation import gold_scores, kl_estimate, sample_eval, sequence_logprobs, win_rate
-from .generation import check_shard_gpus, make_generator, vllm_available
+from .generation import make_generator, uses_vllm
 from .models import load_causal_lm, load_tokenizer, resolve_device
 from .launch import launched
 from .pairs import check_rule, select_pairs
@@ -85,10 +85,7 @@ class OnlineLoop:
         check_tokenizer_covers(self.rm.tok, sample, "reward model")
         if self.pm:
             check_tokenizer_covers(self.pm.tok, sample, "preference model")
-        if o.backend == "vllm" and not vllm_available():
-            raise ValueError("online.backend: vllm needs the vllm package and a CUDA GPU (use hf or auto here)")
-        if o.data_parallel_size > 1 and self.device == "cuda":
-            check_shard_gpus(o.data_parallel_size, o.tensor_parallel_size)
+        uses_vllm(cfg)  # a backend that cannot run fails here, before any sampling
 
     # ----------------------------------------------------------------- paths
     def iter_dir(self, t: int) -> Path:

@@ -12,7 +12,7 @@ from typing import Any
 from .artifacts import RunDir
 from .config import Config, load_config
 from .data import is_toy_world
-from .generation import check_shard_gpus, vllm_available
+from .generation import check_shard_gpus, uses_vllm
 from .hosted import persistent_run_dir
 from .models import apply_runtime, resolve_device, resolve_precision
 from .world import ToyWorld
@@ -31,7 +31,7 @@ def hardware_plan(cfg: Config) -> str:
     lora = cfg.models.lora
     adapters = ("QLoRA (4-bit base)" if lora.load_in_4bit else f"LoRA r={lora.r}") if lora.enabled else "full fine-tuning"
     o = cfg.online
-    if o.backend == "vllm" or (o.backend == "auto" and vllm_available()):
+    if uses_vllm(cfg):
         backend = f"vLLM, tensor parallel {o.tensor_parallel_size}, at most {o.vllm_gpu_memory_utilization:.0%} of a GPU"
     else:
         backend = f"HF generate, up to {o.generation_batch_size} sequences per call, {o.cache_implementation} KV cache"

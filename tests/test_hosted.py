@@ -8,8 +8,9 @@ import yaml
 
 from rlhf_utils import hosted
 from rlhf_utils.artifacts import RunDir
+from rlhf_utils.config import ACCELERATE_CONFIG_DIR as CONFIG_DIR
 from rlhf_utils.config import ConfigError, load_config
-from rlhf_utils.launch import CONFIG_DIR, launch_command, launched
+from rlhf_utils.launch import launch_command, launched
 from rlhf_utils.pipeline import NOTEBOOK_DIR, NOTEBOOKS
 
 ROOT = Path(__file__).resolve().parents[1]
