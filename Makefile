@@ -25,13 +25,13 @@ run: setup
 	$(BIN)/rlhf-workflow run --preset $(PRESET) $(ARGS)
 
 test: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax tests notebooks
+	$(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg tests notebooks
 
 unit: setup
 	$(BIN)/python -m pytest -q -m "not e2e" tests
 
 nbval: setup
-	$(BIN)/python -m pytest -q --nbval-lax notebooks
+	$(BIN)/python -m pytest -q --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg notebooks
 
 SEEDS ?= 3
 bench: setup

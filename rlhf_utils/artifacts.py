@@ -29,9 +29,12 @@ import shutil
 import signal
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import yaml
+
+if TYPE_CHECKING:
+    from .fingerprints import Fingerprints, Stamp
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,6 +60,7 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
 
 
 DIGEST = ".digest.json"
+FINGERPRINT = ".fingerprint.json"
 
 
 def file_digest(path: Path) -> str:
@@ -73,20 +77,37 @@ def _derived(f: Path) -> bool:
     return f.name == DIGEST or (f.name.startswith("cache-") and f.suffix == ".arrow")
 
 
-def dir_digest(path: Path) -> dict[str, str]:
-    """sha256 of every file under ``path`` that belongs to the artifact."""
-    return {str(f.relative_to(path)): file_digest(f) for f in sorted(path.rglob("*")) if f.is_file() and not _derived(f)}
+def _files(path: Path) -> list[Path]:
+    return [f for f in sorted(path.rglob("*")) if f.is_file() and not _derived(f)]
+
+
+def dir_digest(path: Path) -> dict[str, dict[str, Any]]:
+    """sha256, size and modification time of every file under ``path`` that belongs to the artifact."""
+    out = {}
+    for f in _files(path):
+        st = f.stat()
+        out[str(f.relative_to(path))] = {"sha256": file_digest(f), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return out
+
+
+def stored_digest(path: str | Path) -> dict[str, dict[str, Any]] | None:
+    try:
+        return json.loads((Path(path) / DIGEST).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it gets a content digest and replaces
-    ``path`` in one rename, so ``path`` is either absent or complete."""
+def atomic_dir(path: str | Path, stamp: Stamp | None = None) -> Iterator[Path]:
+    """Yield a temporary sibling directory; on success it gets its fingerprint (``stamp``) and a
+    content digest, and replaces ``path`` in one rename, so ``path`` is either absent or complete."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp
+        if stamp is not None:
+            (tmp / FINGERPRINT).write_text(json.dumps(stamp.record(), indent=1, sort_keys=True, default=str))
         (tmp / DIGEST).write_text(json.dumps(dir_digest(tmp), indent=1))
         if path.exists():
             shutil.rmtree(path)
@@ -99,34 +120,91 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 def is_complete(path: str | Path) -> bool:
     """True when ``path`` was finished by :func:`atomic_dir` and its files still match their digest.
 
-    A directory that fails the check (a file truncated, edited or missing) is removed, so the
-    phase that writes it runs again instead of trusting it.
+    Cheap at any scale: a file whose size and modification time are those recorded when it was
+    written is trusted (its sha256 was taken then); only a file whose time changed (a copy
+    without ``-p``, an edit) is hashed again. A directory that fails the check (a file
+    truncated, edited or missing) is removed, so the phase that writes it runs again.
     """
     path = Path(path)
-    digest = path / DIGEST
-    if not digest.is_file():
+    digest = stored_digest(path)
+    if digest is None:
         return False
-    try:
-        ok = json.loads(digest.read_text()) == dir_digest(path)
-    except (OSError, ValueError):
-        ok = False
+    files = {str(f.relative_to(path)): f for f in _files(path)}
+    ok = set(files) == set(digest)
+    for name, f in files.items() if ok else ():
+        st, want = f.stat(), digest[name]
+        if st.st_size != want["bytes"] or (st.st_mtime_ns != want["mtime_ns"] and file_digest(f) != want["sha256"]):
+            ok = False
+            break
     if not ok:
         print(f"{path}: contents do not match the digest written when it was finished; redoing that phase")
         shutil.rmtree(path, ignore_errors=True)
     return ok
 
 
-def read_json(path: str | Path) -> Any | None:
-    """A JSON file written by :func:`atomic_write_json`, or None when it is absent or unreadable (then redone)."""
+def _say(path: Path, stamp: Stamp, changes: list[str]) -> None:
+    where = display_path(path)
+    if changes:
+        print(f"{stamp.phase}: redoing {where} ({'; '.join(changes)})")
+    else:
+        print(f"{stamp.phase}: reusing {where} (same settings)")
+
+
+def display_path(path: str | Path) -> str:
+    """A path as a reader wants it (``runs/tiny/models/sft``), never the machine's absolute path."""
+    parts = Path(path).parts
+    for anchor in ("runs", "bench", "sweeps"):
+        if anchor in parts:
+            return str(Path(*parts[parts.index(anchor):]))
+    return str(Path(*parts[-3:]))
+
+
+def reusable(path: str | Path, stamp: Stamp, quiet: bool = False) -> bool:
+    """True when the artifact dir ``path`` is complete and was made with ``stamp``'s settings.
+
+    Prints one line either way (unless ``quiet``); an artifact made with other settings is
+    removed, so the phase runs again and writes it with the new stamp.
+    """
+    path = Path(path)
+    if not is_complete(path):
+        return False
+    try:
+        stored = json.loads((path / FINGERPRINT).read_text())
+    except (OSError, ValueError):
+        stored = None
+    changes = stamp.changes(stored)
+    if not quiet:
+        _say(path, stamp, changes)
+    if changes:
+        shutil.rmtree(path, ignore_errors=True)
+    return not changes
+
+
+def read_json(path: str | Path, stamp: Stamp | None = None) -> Any | None:
+    """A JSON file written by :func:`atomic_write_json`, or None when it is absent, unreadable or
+    (given ``stamp``) made with other settings; such a file is removed and its phase redone."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         return None
     except ValueError:
         print(f"{path}: unreadable; redoing the phase that writes it")
         path.unlink(missing_ok=True)
         return None
+    if stamp is None:
+        return data
+    changes = stamp.changes(data.get("fingerprint") if isinstance(data, dict) else None)
+    _say(path, stamp, changes)
+    if changes:
+        path.unlink(missing_ok=True)
+        return None
+    return data
+
+
+def write_stamped_json(path: str | Path, data: dict[str, Any], stamp: Stamp) -> None:
+    """``data`` with its fingerprint under ``"fingerprint"``, written atomically."""
+    atomic_write_json(path, {**data, "fingerprint": stamp.record()})
 
 
 CRASH_ENV = "RLHF_WORKFLOW_CRASH_AT"
@@ -146,13 +224,16 @@ def default_run_dir(preset: str) -> Path:
 class RunDir:
     """A run's directory and the results it has gathered so far."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, cfg: Any | None = None):
+        from .fingerprints import Fingerprints
+
         self.path = Path(path)
+        self.stamps: Fingerprints | None = Fingerprints(cfg) if cfg is not None else None
 
     @classmethod
     def open(cls, path: str | Path | None, cfg: Any) -> "RunDir":
         """Open (creating if needed) the run dir and record the resolved config in it."""
-        run = cls(Path(path) if path else default_run_dir(cfg.name))
+        run = cls(Path(path) if path else default_run_dir(cfg.name), cfg)
         run.path.mkdir(parents=True, exist_ok=True)
         # Temporary dirs and files of a process killed mid-write: never trusted, so removed
         # (by the first process only: under `accelerate launch` the others may be writing).
@@ -183,11 +264,24 @@ class RunDir:
         atomic_write_json(self.results_path, results)
         return results
 
-    def require(self, relative: str, notebook: str) -> Path:
-        """The path of an earlier stage's artifact, or a clear error naming the notebook to run first."""
+    def stamp(self, phase: str) -> Stamp:
+        """The fingerprint of ``phase`` under this run's configuration (see ``rlhf_utils.fingerprints``)."""
+        assert self.stamps is not None, "RunDir.open(path, cfg) gives a run dir its configuration"
+        return self.stamps(phase)
+
+    def require(self, relative: str, notebook: str, phase: str | None = None) -> Path:
+        """The path of an earlier stage's artifact, or a clear error naming the notebook to run first.
+
+        With ``phase``, the artifact must also have been made with this configuration's settings
+        for that phase: one made with others is never used (an earlier notebook has to redo it).
+        """
         path = self.path / relative
+        rerun = f"run notebooks/{notebook} first (or `rlhf-workflow run --resume`) with the same run_dir"
         if not path.exists():
-            raise FileNotFoundError(
-                f"{path} is missing: run notebooks/{notebook} first (or `rlhf-workflow run`) with the same run_dir"
-            )
+            raise FileNotFoundError(f"{display_path(path)} is missing: {rerun}")
+        if phase is not None:
+            stored = read_json(path / FINGERPRINT) if path.is_dir() else (read_json(path) or {}).get("fingerprint")
+            if changes := self.stamp(phase).changes(stored):
+                raise FileNotFoundError(f"{display_path(path)} was made with other settings ({'; '.join(changes)}): {rerun}")
+            _say(path, self.stamp(phase), [])
         return path

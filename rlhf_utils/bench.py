@@ -70,12 +70,12 @@ def _time_iteration(base: Path, dest: Path, preset: str, overrides: dict[str, An
             shutil.copytree(src, target)
         elif src.exists():
             shutil.copy(src, target)
-    if double_prompts:  # twice the fresh prompts: iteration 1's and iteration 2's together
-        both = concatenate_datasets([load_from_disk(str(base / f"data/iteration_{t}")) for t in (1, 2)])
-        with atomic_dir(dest / "data/iteration_1") as tmp:
-            both.save_to_disk(str(tmp))
     cfg = load_config(preset, overrides)
-    run = RunDir(dest)
+    run = RunDir(dest, cfg)
+    if double_prompts:  # twice the fresh prompts: iteration 1's and iteration 2's together (a timing probe only)
+        both = concatenate_datasets([load_from_disk(str(base / f"data/iteration_{t}")) for t in (1, 2)])
+        with atomic_dir(dest / "data/iteration_1", run.stamp("data")) as tmp:
+            both.save_to_disk(str(tmp))
     world = ToyWorld.from_recipe(cfg.data.recipe) if cfg.data.recipe == "toy_world" else None
     stats = OnlineLoop(cfg, run, world).iteration(1)
     return sum(v for k, v in stats["phase_seconds"].items() if k != "evaluate")
@@ -122,7 +122,7 @@ def run_bench(
 
         world = ToyWorld.from_recipe(cfg.data.recipe) if cfg.data.recipe == "toy_world" else None
         budget = cfg.online.iterations * cfg.world.n_iteration_prompts * cfg.online.k
-        report["peer"] = run_online_dpo_peer(cfg, RunDir(first), world, budget, out / "peer")
+        report["peer"] = run_online_dpo_peer(cfg, RunDir(first, cfg), world, budget, out / "peer")
         last = json.loads((first / "results.json").read_text())
         report["peer"]["ours_win_rate_vs_sft"] = last["online_dpo"]["iterations"][-1].get("win_rate_vs_sft")
         report["peer"]["ours_online_seconds"] = last["timings"]["online_dpo"]

@@ -3,7 +3,9 @@
 Usage::
 
     rlhf-workflow run --preset tiny [--run-dir DIR] [--seed N] [--set sft.learning_rate=1e-3 ...] [--resume]
+    rlhf-workflow run --from 04 --run-dir DIR --set online.selection=random   # re-run 04 onward; 01-03's models reused
     rlhf-workflow config --preset paper [--set ...]     # print the resolved configuration
+    rlhf-workflow config --preset tiny --diff           # only what differs from the paper, with the preset's comments
     rlhf-workflow presets                               # list the presets
     rlhf-workflow notebooks                             # re-execute the committed notebooks in place
     rlhf-workflow bench --preset tiny --seeds 3         # the benchmark: bench/report.json and bench/report.md
@@ -22,7 +24,15 @@ from typing import Any
 
 import yaml
 
-from .config import ConfigError, list_presets, load_config, parse_override
+from .config import (
+    ConfigError,
+    diff_from_paper,
+    format_value,
+    list_presets,
+    load_config,
+    parse_override,
+    preset_comments,
+)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -47,10 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-dir", default=None, help="output directory (default: runs/<preset>)")
     run.add_argument("--notebooks", nargs="+", help="run only these notebooks (file names)")
     run.add_argument("--no-progress", action="store_true", help="hide per-cell progress bars")
-    run.add_argument("--resume", action="store_true", help="keep the run dir and skip the phases already finished")
+    run.add_argument("--resume", action="store_true",
+                     help="keep the run dir: phases finished with the same settings are reused, the others redone")
+    run.add_argument("--from", dest="start_from", metavar="NN",
+                     help="run the notebooks from this one on (e.g. 04), keeping the run dir (implies --resume)")
 
     cfg = sub.add_parser("config", help="print the resolved configuration as YAML")
     _add_config_args(cfg)
+    cfg.add_argument("--diff", action="store_true",
+                     help="print only the keys that differ from the paper defaults (key: paper -> preset  # why)")
 
     bench = sub.add_parser("bench", help="run the pipeline over several seeds; write bench/report.{json,md}")
     _add_config_args(bench)
@@ -80,7 +95,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "presets":
             print("\n".join(list_presets()))
         elif args.command == "config":
-            print(yaml.safe_dump(load_config(args.preset, _overrides(args)).to_dict(), sort_keys=False), end="")
+            cfg = load_config(args.preset, _overrides(args))
+            if args.diff:
+                comments = preset_comments(args.preset)
+                for key, paper, ours in diff_from_paper(cfg):
+                    why = f"  # {comments[key]}" if key in comments else ""
+                    print(f"{key}: {format_value(paper)} -> {format_value(ours)}{why}")
+            else:
+                print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         elif args.command == "run":
             from .pipeline import run_pipeline
 
@@ -91,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 notebooks=args.notebooks,
                 progress=not args.no_progress,
                 resume=args.resume,
+                start_from=args.start_from,
             )
             print(json.dumps(results, indent=2, sort_keys=True))
         elif args.command == "bench":

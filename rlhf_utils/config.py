@@ -1,9 +1,13 @@
-"""Typed run configuration: presets, overrides and validation.
+"""Typed run configuration: paper defaults, presets as diffs, overrides and validation.
 
-A preset is a YAML file in ``rlhf_utils/presets/`` that sets *every* knob of every
-stage. It loads into the :class:`Config` dataclass tree below; the dataclasses carry
-no defaults, so a value lives in exactly one place (the preset) and flows from there
-into the notebooks, the CLI and the tests.
+The dataclasses below carry **the paper's values as their defaults** (Dong et al., 2024,
+arXiv 2405.07863, and its reference code; see ``rlhf_utils/presets/paper.yaml``), so
+``Config()`` *is* the paper recipe. A preset is a YAML file in ``rlhf_utils/presets/`` that
+lists only what it changes (each change with a comment saying why); every key it leaves out
+takes the paper default. ``rlhf-workflow config --preset tiny --diff`` (or
+:func:`diff_from_paper`) prints exactly those changes. The toy-world knobs (:class:`WorldConfig`)
+and the shape of the from-config Llamas (:class:`TinyModelConfig`) have no paper value: their
+defaults are the tiny preset's.
 
 Usage::
 
@@ -13,15 +17,34 @@ Usage::
 
 Overrides use dotted keys (``stage.key`` or ``models.lora.r``). Every value is
 type-checked against the dataclass field and range-checked by :func:`validate`;
-any problem raises :class:`ConfigError` whose message names the key.
+any problem (an unknown key, a wrong type, a value out of range) raises
+:class:`ConfigError` whose message names the key.
+
+Our names and the library arguments they become (the mapping lives in
+``rlhf_utils/training.py``: ``common_args`` and the stage trainers), where they differ:
+
+- ``epochs`` -> TrainingArguments ``num_train_epochs``
+- ``lr_scheduler`` -> ``lr_scheduler_type``
+- ``per_device_batch_size`` -> ``per_device_train_batch_size``
+- ``global_batch_size`` -> ``gradient_accumulation_steps`` = global / (per-device x processes)
+- ``warmup_ratio`` -> ``warmup_steps`` = ratio x total steps (transformers 5 has no ratio)
+- ``runtime.gradient_checkpointing`` -> ``activation_checkpointing``
+- ``runtime.precision`` / ``runtime.device`` -> ``bf16`` / ``fp16`` / ``use_cpu``
+- ``runtime.seed`` -> ``seed`` and ``data_seed``
+- ``dpo.loss_type`` -> DPOConfig ``loss_type=[...]`` (a one-item list)
+- ``reward_model.center_rewards_coefficient`` -> RewardConfig's, 0 passed as ``None``
+- ``models.lora.alpha`` / ``dropout`` -> peft LoraConfig ``lora_alpha`` / ``lora_dropout``
+- ``online.selection`` -> the reference code's ``choose_type``; ``online.k`` -> its ``n`` samples
+- ``online.vllm_gpu_memory_utilization`` -> vLLM ``LLM(gpu_memory_utilization=...)``
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,154 +58,180 @@ class ConfigError(ValueError):
 
 
 # --------------------------------------------------------------------------- schema
+# Defaults are the paper's values (the comments give the paper's figure where a preset
+# commonly changes it); WorldConfig and TinyModelConfig default to the tiny preset's values.
 
 
 @dataclass
 class WorldConfig:
-    """The synthetic task behind the tiny preset (see ``rlhf_utils.world``)."""
+    """The synthetic task of the toy-world recipe (see ``rlhf_utils.world``); used only by it."""
 
-    n_sft_prompts: int  # prompts the teacher writes SFT demonstrations for
-    n_pref_prompts: int  # prompts of the offline preference set (teacher pairs)
-    n_iteration_prompts: int  # fresh prompts per online iteration
-    n_eval_prompts: int  # held-out evaluation prompts
-    teacher_skill: float  # 0..1: how often the teacher follows each instruction
-    annotator_temperature: float  # Bradley-Terry noise on gold differences (>0)
-    annotator_length_bias: float  # extra log-odds per word of length difference
+    n_sft_prompts: int = 4000  # prompts the teacher writes SFT demonstrations for (toy world only)
+    n_pref_prompts: int = 3000  # prompts of the offline preference set, 2 teacher pairs each (toy world only)
+    n_iteration_prompts: int = 512  # fresh prompts per online iteration (toy world only; paper: 20K)
+    n_eval_prompts: int = 256  # held-out evaluation prompts (toy world only)
+    teacher_skill: float = 0.6  # 0..1: how often the teacher follows each instruction (toy world only)
+    annotator_temperature: float = 0.1  # Bradley-Terry noise on gold differences, > 0 (toy world only)
+    annotator_length_bias: float = 0.15  # extra log-odds per word of length difference (toy world only)
 
 
 @dataclass
 class TinyModelConfig:
-    """Shape of the Llama-architecture models built from config (tiny preset)."""
+    """Shape of the Llama-architecture models built from config; used only by ``models.policy: tiny``."""
 
-    hidden_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    intermediate_size: int
-    max_position_embeddings: int
+    hidden_size: int = 128  # width of the from-config Llama (models.policy: tiny only)
+    num_hidden_layers: int = 3  # decoder layers (models.policy: tiny only)
+    num_attention_heads: int = 4  # must divide hidden_size (models.policy: tiny only)
+    intermediate_size: int = 384  # MLP width (models.policy: tiny only)
+    max_position_embeddings: int = 64  # longest sequence the tiny model sees (models.policy: tiny only)
 
 
 @dataclass
 class LoraSettings:
-    enabled: bool
-    r: int
-    alpha: int
-    dropout: float
-    target_modules: list[str]
-    load_in_4bit: bool  # QLoRA through bitsandbytes (GPU only)
+    enabled: bool = False  # train LoRA adapters (merged on save); paper: off, every weight is fine-tuned
+    r: int = 16  # LoRA rank
+    alpha: int = 32  # LoRA scaling numerator (peft lora_alpha)
+    dropout: float = 0.05  # dropout on the LoRA path (peft lora_dropout)
+    target_modules: list[str] = field(  # modules that get adapters: every Llama projection
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    load_in_4bit: bool = False  # QLoRA through bitsandbytes (GPU only); needs enabled
 
 
 @dataclass
 class ModelsConfig:
     """Where each model comes from: ``tiny`` builds from config, else a hub id or a local path."""
 
-    policy: str
-    reward_model: str
-    preference_model: str
-    tiny: TinyModelConfig
-    lora: LoraSettings
-    trust_remote_code: bool
+    policy: str = "meta-llama/Meta-Llama-3-8B"  # SFT starts here; paper: the Llama-3-8B base model
+    reward_model: str = "meta-llama/Meta-Llama-3-8B-Instruct"  # BT RM init ("sft": this run's SFT); paper: 8B-Instruct
+    preference_model: str = "meta-llama/Meta-Llama-3-8B-Instruct"  # pairwise "A"/"B" model init; paper: 8B-Instruct
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)  # shape of "tiny" models (tiny recipe only)
+    lora: LoraSettings = field(default_factory=LoraSettings)  # LoRA / QLoRA (off in the paper)
+    trust_remote_code: bool = False  # let hub models run their own code (off unless a preset needs it)
 
 
 @dataclass
 class DataConfig:
-    recipe: str  # a file in data_recipes/ (without .yaml)
-    max_prompt_length: int  # tokens; longer prompts are dropped with a printed count
+    recipe: str = "rlhflow"  # a file in data_recipes/ (without .yaml); paper: the full RLHFlow hub mixture
+    max_prompt_length: int = 1000  # tokens; longer prompts are dropped with a printed count (paper's DPO limit)
 
 
 @dataclass
 class TrainingSettings:
-    """Optimisation knobs every training stage has."""
+    """Optimisation knobs every training stage has (each stage below sets the paper's own values)."""
 
-    learning_rate: float
-    lr_scheduler: str
-    warmup_ratio: float
-    epochs: float
-    per_device_batch_size: int
-    global_batch_size: int  # made up by gradient accumulation over per-device batches and processes
-    max_length: int
+    learning_rate: float = 2.0e-5  # peak learning rate
+    lr_scheduler: str = "cosine"  # transformers scheduler name; every paper stage is cosine
+    warmup_ratio: float = 0.03  # share of the steps spent warming up
+    epochs: float = 1.0  # passes over the stage's data
+    per_device_batch_size: int = 1  # rows per device per forward pass (memory bound)
+    global_batch_size: int = 128  # made up by gradient accumulation over per-device batches and processes
+    max_length: int = 2048  # tokens per row (prompt + response)
 
 
 @dataclass
 class SFTSettings(TrainingSettings):
-    packing: bool
-    assistant_only_loss: bool
-    weight_decay: float
+    """Paper SFT (RLHFlow/LLaMA3-SFT): lr 2e-5 cosine, warm-up 5%, batch 128, 8192 tokens packed, 1 epoch."""
+
+    learning_rate: float = 2.0e-5  # paper: 2e-5
+    warmup_ratio: float = 0.05  # paper: 5%
+    epochs: float = 1.0  # paper: 1 (SFT v2 used 2)
+    max_length: int = 8192  # paper: 8192
+    packing: bool = True  # pack conversations into full rows (paper: on)
+    assistant_only_loss: bool = True  # loss on assistant tokens only (paper: yes)
+    weight_decay: float = 0.0  # AdamW weight decay (paper: 0)
 
 
 @dataclass
 class RewardModelSettings(TrainingSettings):
-    weight_decay: float
-    center_rewards_coefficient: float
+    """Paper Bradley-Terry RM: lr 2e-6 cosine, warm-up 3%, batch 512, 4096 tokens, 1 epoch."""
+
+    learning_rate: float = 2.0e-6  # paper: 2e-6
+    global_batch_size: int = 512  # paper: 512
+    max_length: int = 4096  # paper: 4096 (longer pairs are dropped by RewardTrainer)
+    weight_decay: float = 0.001  # AdamW weight decay (paper: 0.001)
+    center_rewards_coefficient: float = 0.0  # pull mean reward to 0 (paper: none)
 
 
 @dataclass
 class PreferenceModelSettings(TrainingSettings):
-    pass
+    """Paper pairwise preference model: lr 5e-6 cosine, batch 128, 3072 tokens, 1 epoch."""
+
+    learning_rate: float = 5.0e-6  # paper: 5e-6
+    warmup_ratio: float = 0.01  # the reference config's 40 warm-up steps, about 1% of an epoch
+    per_device_batch_size: int = 2  # 8 GPUs x 2 x 8 accumulation = 128
+    max_length: int = 3072  # paper: 3072
 
 
 @dataclass
 class DPOSettings(TrainingSettings):
-    beta: float
-    loss_type: str
-    label_smoothing: float
-    max_prompt_length: int
+    """Paper DPO, one run per online iteration: lr 5e-7 cosine, warm-up 3%, 2 epochs, batch 128, 2048 tokens."""
+
+    learning_rate: float = 5.0e-7  # paper: 5e-7 (full fine-tuning)
+    epochs: float = 2.0  # paper: 2
+    beta: float = 0.1  # eta, the KL coefficient (paper: 0.1)
+    loss_type: str = "sigmoid"  # TRL DPO loss (paper: sigmoid)
+    label_smoothing: float = 0.0  # conservative DPO; paper: 0 (some reference runs use 0.1)
+    max_prompt_length: int = 1000  # tokens of prompt kept per pair (paper: 1000)
 
 
 @dataclass
 class OnlineSettings:
-    iterations: int
-    k: int  # responses sampled per prompt
-    temperature: float
-    top_p: float
-    max_new_tokens: int
-    selection: Literal["max_min", "max_random", "random", "max_min_p"]
-    length_penalty: float  # lambda of max_min_p, per character
-    margin: float  # drop pairs whose reward gap is below this
-    reference: Literal["sft", "previous"]
-    accumulate: bool
-    scorer: Literal["rm", "pm"]
-    backend: Literal["auto", "hf", "vllm"]
-    tensor_parallel_size: int  # GPUs per vLLM engine
-    vllm_gpu_memory_utilization: float  # share of each GPU's memory a vLLM engine may take (the RM may sit beside it)
-    data_parallel_size: int  # generation worker processes, each on its own prompt shard (and GPUs)
-    generation_batch_size: int  # sequences (prompts x k) per HF generate call; halved on GPU OOM
-    cache_implementation: Literal["dynamic", "static"]  # HF generate's KV cache
-    score_batch_size: int  # sequences per forward pass when scoring or computing log-probs (full-vocabulary logits)
+    """The paper's online iterative loop: 3 iterations, K = 8 samples, best vs worst by the BT RM."""
+
+    iterations: int = 3  # online DPO iterations, each on fresh prompts (paper: 3)
+    k: int = 8  # responses sampled per prompt (paper: 8; some runs 4)
+    temperature: float = 1.0  # sampling temperature (paper: 1.0)
+    top_p: float = 1.0  # nucleus sampling (paper: 1.0)
+    max_new_tokens: int = 2048  # response length cap (paper: 2048)
+    selection: Literal["max_min", "max_random", "random", "max_min_p"] = "max_min"  # pair rule (paper: best vs worst)
+    length_penalty: float = 0.0  # lambda of max_min_p, per character (paper's variant: 0.001)
+    margin: float = 0.0  # drop pairs whose reward gap is below this (equal rewards are always dropped)
+    reference: Literal["sft", "previous"] = "sft"  # DPO reference model (paper: the SFT model, fixed)
+    accumulate: bool = False  # train on all pairs so far (paper's algorithm) vs this iteration's (its code)
+    scorer: Literal["rm", "pm"] = "rm"  # who ranks the K samples (paper: the BT reward model)
+    backend: Literal["auto", "hf", "vllm"] = "auto"  # sampler: vLLM when installed, else transformers generate
+    tensor_parallel_size: int = 1  # GPUs per vLLM engine (an 8B model fits one 80 GB GPU)
+    vllm_gpu_memory_utilization: float = 0.7  # GPU memory share of a vLLM engine (the RM may sit beside it)
+    data_parallel_size: int = 8  # generation worker processes, each on its own prompt shard (paper: 8 GPUs)
+    generation_batch_size: int = 1024  # sequences (prompts x k) per HF generate call; halved on GPU OOM
+    cache_implementation: Literal["dynamic", "static"] = "dynamic"  # HF generate's KV cache
+    score_batch_size: int = 8  # sequences per forward pass when scoring or computing log-probs (full-vocabulary logits)
 
 
 @dataclass
 class EvalSettings:
-    temperature: float
-    top_p: float
-    max_new_tokens: int
-    samples_per_prompt: int
-    bootstrap_samples: int
+    temperature: float = 1.0  # sampling temperature of the held-out evaluation
+    top_p: float = 1.0  # nucleus sampling of the evaluation
+    max_new_tokens: int = 2048  # response length cap of the evaluation (as in training)
+    samples_per_prompt: int = 1  # responses per held-out prompt
+    bootstrap_samples: int = 1000  # resamples for the confidence intervals
 
 
 @dataclass
 class RuntimeConfig:
-    seed: int
-    device: Literal["auto", "cpu", "cuda"]
-    precision: Literal["auto", "fp32", "bf16", "fp16"]
-    gradient_checkpointing: bool
-    num_threads: int  # torch CPU threads; 0 keeps torch's default
-    accelerate_config: str  # several GPUs: ddp, zero2, zero3, fsdp (rlhf_utils/accelerate_configs/) or a YAML path
+    seed: int = 42  # one seed for sampling, data order and init (paper: 42)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = CUDA when visible, else CPU
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "bf16"  # paper: bf16; auto = bf16 or fp16 on GPU, fp32 on CPU
+    gradient_checkpointing: bool = True  # trade compute for activation memory (paper: on)
+    num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    accelerate_config: str = "zero2"  # ddp, zero2, zero3, fsdp (accelerate_configs/) or a YAML path; paper: zero2
 
 
 @dataclass
 class Config:
-    name: str
-    description: str
-    world: WorldConfig
-    models: ModelsConfig
-    data: DataConfig
-    sft: SFTSettings
-    reward_model: RewardModelSettings
-    preference_model: PreferenceModelSettings
-    dpo: DPOSettings
-    online: OnlineSettings
-    eval: EvalSettings
-    runtime: RuntimeConfig
+    name: str = "paper"  # preset name (load_config uses the file's stem when a YAML omits it); names the run dir
+    description: str = ""  # one line saying what the preset is for
+    world: WorldConfig = field(default_factory=WorldConfig)  # toy-world task (toy_world recipe only)
+    models: ModelsConfig = field(default_factory=ModelsConfig)  # where each model comes from
+    data: DataConfig = field(default_factory=DataConfig)  # which data recipe
+    sft: SFTSettings = field(default_factory=SFTSettings)  # stage 1
+    reward_model: RewardModelSettings = field(default_factory=RewardModelSettings)  # stage 2
+    preference_model: PreferenceModelSettings = field(default_factory=PreferenceModelSettings)  # stage 3
+    dpo: DPOSettings = field(default_factory=DPOSettings)  # stage 4, per iteration
+    online: OnlineSettings = field(default_factory=OnlineSettings)  # stage 4, the loop
+    eval: EvalSettings = field(default_factory=EvalSettings)  # stage 5
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # devices, precision, seed
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -238,6 +287,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """``cls`` from the keys ``data`` gives; every key it leaves out keeps the field's default."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
@@ -246,21 +296,28 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
             raise ConfigError(f"{where}: unknown key (valid keys: {', '.join(names)})")
     kwargs = {}
     for name in names:
-        where = f"{prefix}.{name}" if prefix else name
-        if name not in data:
-            raise ConfigError(f"{where}: missing from the preset")
-        kwargs[name] = _coerce(data[name], hints[name], where)
+        if name in data:
+            kwargs[name] = _coerce(data[name], hints[name], f"{prefix}.{name}" if prefix else name)
     return cls(**kwargs)
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.c`` in the preset tree; the key is checked against the schema, not the file,
+    so a knob the preset leaves at its default can be overridden too."""
     parts = key.split(".")
+    cls: Any = Config
     node = tree
     for i, part in enumerate(parts[:-1]):
-        if not isinstance(node.get(part), dict):
-            raise ConfigError(f"{key}: unknown key ({'.'.join(parts[: i + 1])} is not a section)")
-        node = node[part]
-    if parts[-1] not in node:
+        section = ".".join(parts[: i + 1])
+        tp = typing.get_type_hints(cls).get(part)
+        if tp is None or not dataclasses.is_dataclass(tp):
+            raise ConfigError(f"{key}: unknown key ({section} is not a section)")
+        if node.get(part) is None:
+            node[part] = {}
+        if not isinstance(node[part], dict):
+            raise ConfigError(f"{section}: expected a mapping of {tp.__name__} fields, got {node[part]!r}")
+        cls, node = tp, node[part]
+    if parts[-1] not in typing.get_type_hints(cls):
         raise ConfigError(f"{key}: unknown key")
     node[parts[-1]] = value
 
@@ -304,17 +361,103 @@ def preset_path(preset: str | Path) -> Path:
 
 
 def load_config(preset: str | Path = "tiny", overrides: dict[str, Any] | None = None) -> Config:
-    """Load a preset, apply dotted-key overrides, type-check and validate it."""
+    """Load a preset (only the keys it changes; the rest are the paper defaults), apply
+    dotted-key overrides, type-check and validate it."""
     path = preset_path(preset)
     with open(path) as fh:
         tree = yaml.safe_load(fh)
+    if tree is None:
+        tree = {}
     if not isinstance(tree, dict):
         raise ConfigError(f"preset: {path} does not hold a mapping")
+    tree.setdefault("name", path.stem)
     for key, value in (overrides or {}).items():
         _set_dotted(tree, key, value)
     cfg = _build(Config, tree)
     validate(cfg)
     return cfg
+
+
+# ------------------------------------------------------------- diff from the paper
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            out.update(_flatten(value, dotted))
+        else:
+            out[dotted] = value
+    return out
+
+
+def diff_from_paper(cfg: Config) -> list[tuple[str, Any, Any]]:
+    """Every knob of ``cfg`` that differs from the paper default, as ``(dotted key, paper, cfg)``.
+
+    ``name`` and ``description`` are left out. Usage::
+
+        from rlhf_utils.config import diff_from_paper, load_config
+        for key, paper, ours in diff_from_paper(load_config("tiny")):
+            print(f"{key}: {paper} -> {ours}")     # e.g. sft.learning_rate: 2e-05 -> 0.002
+
+    On the command line: ``rlhf-workflow config --preset tiny --diff``.
+    """
+    paper, ours = _flatten(Config().to_dict()), _flatten(cfg.to_dict())
+    return [
+        (key, paper[key], value)
+        for key, value in ours.items()
+        if key not in ("name", "description") and value != paper[key]
+    ]
+
+
+_KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][A-Za-z0-9_]*)\s*:(?P<rest>.*)$")
+
+
+def _line_comment(rest: str) -> str:
+    """The ``# comment`` after a YAML value (a ``#`` inside quotes or not after a space is no comment)."""
+    quote = None
+    for i, ch in enumerate(rest):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or rest[i - 1] in " \t"):
+            return rest[i + 1 :].strip()
+    return ""
+
+
+def preset_comments(preset: str | Path) -> dict[str, str]:
+    """The comment on each key's line of a preset file, by dotted key (``sft.learning_rate``).
+
+    A key without a comment of its own takes its enclosing block's (``sft:  # CPU-sized``), so
+    a block commented once explains every key in it. Full-line comments are ignored. This reads
+    the block-style YAML the presets are written in; other layouts simply yield fewer comments.
+    """
+    comments: dict[str, str] = {}
+    stack: list[tuple[int, str, str]] = []  # (indent, dotted key, comment) of the enclosing blocks
+    for line in preset_path(preset).read_text().splitlines():
+        match = _KEY_LINE.match(line)
+        if not match:
+            continue
+        indent = len(match["indent"])
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        dotted = f"{stack[-1][1]}.{match['key']}" if stack else match["key"]
+        comment = _line_comment(match["rest"]) or (stack[-1][2] if stack else "")
+        if comment:
+            comments[dotted] = comment
+        stack.append((indent, dotted, comment))
+    return comments
+
+
+def format_value(value: Any) -> str:
+    """A config value as it would be written in a preset (``true``, ``[q_proj, v_proj]``, ``2e-05``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    return str(value)
 
 
 # --------------------------------------------------------------------- validation

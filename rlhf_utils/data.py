@@ -23,7 +23,7 @@ from typing import Any
 
 from datasets import Dataset, load_from_disk
 
-from .artifacts import RunDir, atomic_dir, is_complete
+from .artifacts import RunDir, atomic_dir, reusable
 from .config import Config
 from .world import ToyWorld
 
@@ -98,19 +98,22 @@ def is_toy_world(cfg: Config) -> bool:
 
 
 def prepare_data(cfg: Config, run: RunDir) -> dict[str, Dataset]:
-    """Build the splits into ``<run>/data`` unless they are there already; return them loaded."""
-    names = split_names(cfg)
-    missing = [n for n in names if not is_complete(run / f"data/{n}")]
+    """Build the splits into ``<run>/data`` unless they are there, made with the same settings; return them loaded."""
+    names, stamp = split_names(cfg), run.stamp("data")
+    missing = [n for n in names if not reusable(run / f"data/{n}", stamp, quiet=True)]
     if missing:
+        print(f"data: building {', '.join(missing)}" + (" (the others are reused)" if len(missing) < len(names) else ""))
         splits = build_toy_world_splits(cfg, ToyWorld.from_recipe(cfg.data.recipe)) if is_toy_world(cfg) else build_recipe_splits(cfg)
         for name in missing:
-            with atomic_dir(run / f"data/{name}") as tmp:
+            with atomic_dir(run / f"data/{name}", stamp) as tmp:
                 splits[name].save_to_disk(str(tmp))
+    else:
+        print(f"data: reusing {len(names)} splits under data/ (same settings)")
     return load_splits(run, names)
 
 
 def load_splits(run: RunDir, names: list[str]) -> dict[str, Dataset]:
-    return {name: load_from_disk(str(run.require(f"data/{name}", "01_sft.ipynb"))) for name in names}
+    return {name: load_from_disk(str(run.require(f"data/{name}", "01_sft.ipynb", "data"))) for name in names}
 
 
 def _answer(value: Any) -> str:

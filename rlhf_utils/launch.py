@@ -13,7 +13,7 @@ see exactly the notebook's configuration. With one GPU or none, training stays i
 
 Usage::
 
-    log = launched("sft", run, run / "models/sft") or train_sft(cfg, init, splits["sft"], run / "models/sft")
+    log = launched("sft", run, out) or train_sft(cfg, init, splits["sft"], out, stamp=run.stamp("sft"))
 """
 
 from __future__ import annotations
@@ -80,4 +80,9 @@ def launched(stage: str, run: RunDir, output_dir: str | Path, iteration: int | N
     from .training import reuse
 
     launch(stage, run, iteration)
-    return reuse(output_dir)
+    return reuse(output_dir, run.stamp(stage_phase(stage, iteration)))
+
+
+def stage_phase(stage: str, iteration: int | None = None) -> str:
+    """The fingerprint phase (``rlhf_utils.fingerprints``) a training stage's checkpoint is saved under."""
+    return f"policy:{iteration}" if stage == "dpo" else stage

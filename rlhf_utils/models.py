@@ -19,6 +19,8 @@ Usage::
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 import torch
@@ -36,7 +38,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from .artifacts import atomic_dir, is_complete
+from .artifacts import atomic_dir, reusable
 from .config import Config, TinyModelConfig
 
 PAD, UNK, EOS = "<pad>", "<unk>", "<|end|>"
@@ -198,15 +200,40 @@ def load_reward_model(name_or_path: str | Path, cfg: Config) -> PreTrainedModel:
         raise ValueError(f"reward model {src}: its head outputs {config.num_labels} values, expected one scalar")
     # Starting from a causal LM, the scalar head is freshly initialised: seed it for reproducibility.
     torch.manual_seed(cfg.runtime.seed)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        src, num_labels=1, dtype=torch_dtype(cfg), use_safetensors=True, trust_remote_code=cfg.models.trust_remote_code
-    )
+    quiet = _ExpectedHeadReport()
+    if not is_classifier:
+        _LOAD_LOGGER.addFilter(quiet)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            src, num_labels=1, dtype=torch_dtype(cfg), use_safetensors=True, trust_remote_code=cfg.models.trust_remote_code
+        )
+    finally:
+        _LOAD_LOGGER.removeFilter(quiet)
     return model
 
 
-def save_pretrained(model: PreTrainedModel, tok: PreTrainedTokenizerBase, path: str | Path) -> Path:
+# transformers (>= 5) logs a "LOAD REPORT" table at WARNING level from this logger whenever a
+# checkpoint's keys differ from the model's.
+_LOAD_LOGGER = logging.getLogger("transformers.modeling_utils")
+
+
+class _ExpectedHeadReport(logging.Filter):
+    """Drops the LOAD REPORT of a reward head put on a causal LM when it lists nothing but that:
+    the new head (``score.*`` MISSING) and the LM head left behind (``lm_head.*`` UNEXPECTED).
+    Any other row keeps the whole report, so a checkpoint that really lacks weights still warns."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(record.getMessage()))
+        if "LOAD REPORT" not in text:
+            return True
+        rows = [[c.strip() for c in line.split("|")[:2]] for line in text.splitlines() if line.count("|") >= 2][1:]
+        expected = {("score.", "MISSING"), ("lm_head.", "UNEXPECTED")}
+        return not rows or not all((key.split(".")[0] + ".", status) in expected for key, status in rows)
+
+
+def save_pretrained(model: PreTrainedModel, tok: PreTrainedTokenizerBase, path: str | Path, stamp=None) -> Path:
     """Save model and tokenizer as safetensors, atomically (a half-written dir never appears at ``path``)."""
-    with atomic_dir(path) as tmp:
+    with atomic_dir(path, stamp) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
     return Path(path)
@@ -219,11 +246,12 @@ def prepare_initial_policy(cfg: Config, run, vocabulary: list[str] | None) -> st
         return cfg.models.policy
     if vocabulary is None:
         raise ValueError("models.policy: 'tiny' needs the toy_world data recipe (it builds the tokenizer's vocabulary)")
-    if is_complete(run / "models/init"):  # built by an earlier run or another process: deterministic, reuse it
+    stamp = run.stamp("init")
+    if reusable(run / "models/init", stamp):  # built by an earlier run or another process: deterministic, reuse it
         return str(run / "models/init")
     tok = build_tokenizer(vocabulary)
     model = build_tiny_causal_lm(cfg.models.tiny, tok, cfg.runtime.seed)
-    return str(save_pretrained(model, tok, run / "models/init"))
+    return str(save_pretrained(model, tok, run / "models/init", stamp))
 
 
 def prepare_scorer_start(cfg: Config, run, which: str) -> str:
@@ -235,13 +263,14 @@ def prepare_scorer_start(cfg: Config, run, which: str) -> str:
     """
     source = getattr(cfg.models, which)
     if source == "sft":
-        return str(run.require("models/sft", "01_sft.ipynb"))
+        return str(run.require("models/sft", "01_sft.ipynb", "sft"))
     if source != "tiny":
         return source
-    if is_complete(run / f"models/{which}_init"):
+    stamp = run.stamp(which)  # the fresh start belongs to the model trained from it
+    if reusable(run / f"models/{which}_init", stamp, quiet=True):
         return str(run / f"models/{which}_init")
-    tok_path = run.require("models/init", "01_sft.ipynb")
+    tok_path = run.require("models/init", "01_sft.ipynb", "init")
     tok = load_tokenizer(tok_path, cfg)
     build = build_tiny_reward_model if which == "reward_model" else build_tiny_causal_lm
     model = build(cfg.models.tiny, tok, cfg.runtime.seed + 1)
-    return str(save_pretrained(model, tok, run / f"models/{which}_init"))
+    return str(save_pretrained(model, tok, run / f"models/{which}_init", stamp))

@@ -9,14 +9,15 @@ For t = 1..T, on iteration t's own fresh prompts:
 5. **evaluate** the new policy on the held-out prompts (gold reward, win rate vs SFT, proxy, KL, length).
 
 Every phase writes its artifact atomically under ``<run>/online/iter_<t>/`` (or the model
-under ``<run>/models/iter_<t>``) and is skipped when that artifact exists, so a rerun resumes
-where an interrupted one stopped.
+under ``<run>/models/iter_<t>``) with its fingerprint (``rlhf_utils.fingerprints``), and is
+skipped when that artifact exists and was made with the same settings, so a rerun resumes where
+an interrupted one stopped, and a changed knob redoes what depends on it.
 
 Usage::
 
     loop = OnlineLoop(cfg, run, world)
-    stats = loop.run()                 # one dict per iteration
-    offline = loop.offline_baseline()  # DPO on the offline pairs at equal budget
+    stats = loop.run_all()                     # one dict per iteration
+    offline = loop.offline_baseline(stats)     # DPO on the offline pairs at equal budget
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 import pandas as pd
 from datasets import Dataset, concatenate_datasets, load_from_disk
 
-from .artifacts import RunDir, atomic_dir, atomic_write_json, atomic_write_text, is_complete, read_json
+from .artifacts import RunDir, atomic_dir, read_json, reusable, write_stamped_json
 from .config import Config
 from .data import load_splits, prompt_text, split_names
 from .evaluation import gold_scores, kl_estimate, sample_eval, sequence_logprobs, win_rate
@@ -66,7 +67,7 @@ class OnlineLoop:
         if o.k < 2:
             raise ValueError(f"online.k: must be >= 2 (got {o.k})")
         self.splits = load_splits(run, split_names(cfg))
-        self.sft_path = str(run.require("models/sft", "01_sft.ipynb"))
+        self.sft_path = str(run.require("models/sft", "01_sft.ipynb", "sft"))
         self.tok = load_tokenizer(self.sft_path, cfg)
         # Prompts longer than data.max_prompt_length are dropped (with a printed count) before any sampling.
         for name in [f"iteration_{t}" for t in range(1, o.iterations + 1)] + ["eval_prompts"]:
@@ -74,9 +75,9 @@ class OnlineLoop:
             if len(self.splits[name]) == 0:
                 raise ValueError(f"{name}: has no prompts; the online loop needs fresh prompts every iteration")
         self.device = resolve_device(cfg)
-        self.rm = RewardScorer.load(str(run.require("models/reward_model", "02_reward_model.ipynb")), cfg)
+        self.rm = RewardScorer.load(str(run.require("models/reward_model", "02_reward_model.ipynb", "reward_model")), cfg)
         self.pm = (
-            PreferenceScorer.load(str(run.require("models/preference_model", "03_preference_model.ipynb")), cfg)
+            PreferenceScorer.load(str(run.require("models/preference_model", "03_preference_model.ipynb", "preference_model")), cfg)
             if o.scorer == "pm"
             else None
         )
@@ -101,8 +102,8 @@ class OnlineLoop:
     # ---------------------------------------------------------------- phases
     def generate(self, t: int) -> Dataset:
         """K samples per prompt; the rollout's token count and seconds go to ``rollout.json``."""
-        path = self.iter_dir(t) / "samples"
-        if is_complete(path):
+        path, stamp = self.iter_dir(t) / "samples", self.run.stamp(f"generate:{t}")
+        if reusable(path, stamp) and read_json(self.iter_dir(t) / "rollout.json", stamp) is not None:
             return load_from_disk(str(path))
         o = self.cfg.online
         prompts = list(self.splits[f"iteration_{t}"]["prompt"])
@@ -113,14 +114,14 @@ class OnlineLoop:
             prompts, o.k, o.temperature, o.top_p, o.max_new_tokens, seed=self.cfg.runtime.seed + 1000 * t, tag=f"generate:{t}"
         )
         ds = Dataset.from_dict({"prompt": prompts, "responses": responses})
-        atomic_write_json(self.iter_dir(t) / "rollout.json", {"new_tokens": gen.new_tokens, "seconds": time.time() - start})
-        with atomic_dir(path) as tmp:
+        write_stamped_json(self.iter_dir(t) / "rollout.json", {"new_tokens": gen.new_tokens, "seconds": time.time() - start}, stamp)
+        with atomic_dir(path, stamp) as tmp:
             ds.save_to_disk(str(tmp))
         return ds
 
     def score(self, t: int, samples: Dataset) -> Dataset:
-        path = self.iter_dir(t) / "scored"
-        if is_complete(path):
+        path, stamp = self.iter_dir(t) / "scored", self.run.stamp(f"score:{t}")
+        if reusable(path, stamp):
             return load_from_disk(str(path))
         prompts, responses = list(samples["prompt"]), list(samples["responses"])
         if self.pm:
@@ -131,16 +132,15 @@ class OnlineLoop:
         if self.world:
             gold = [[self.world.gold_reward(prompt_text(p), r) for r in rs] for p, rs in zip(prompts, responses)]
             ds = ds.add_column("gold", gold)
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path, stamp) as tmp:
             ds.save_to_disk(str(tmp))
         return ds
 
     def pair(self, t: int, scored: Dataset) -> tuple[Dataset, dict[str, int]]:
-        path = self.iter_dir(t) / "pairs"
+        path, stamp = self.iter_dir(t) / "pairs", self.run.stamp(f"pair:{t}")
         stats_path = self.iter_dir(t) / "pair_stats.json"
-        stats = read_json(stats_path)
-        if is_complete(path) and stats is not None:
-            return load_from_disk(str(path)), stats
+        if reusable(path, stamp) and (stats := read_json(stats_path, stamp)) is not None:
+            return load_from_disk(str(path)), stats["stats"]
         o = self.cfg.online
         rows, stats = select_pairs(
             list(scored["prompt"]), list(scored["responses"]), list(scored["rewards"]),
@@ -149,9 +149,9 @@ class OnlineLoop:
         if not rows:
             raise ValueError(f"iteration {t}: no prompt gave a pair ({stats}); check online.margin and the scorer")
         ds = Dataset.from_list(rows)
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path, stamp) as tmp:
             ds.save_to_disk(str(tmp))
-        atomic_write_json(stats_path, stats)
+        write_stamped_json(stats_path, {"stats": stats}, stamp)
         return ds, stats
 
     def training_pairs(self, t: int, current: Dataset) -> Dataset:
@@ -164,8 +164,8 @@ class OnlineLoop:
     # ------------------------------------------------------------- evaluation
     def evaluate(self, name: str, model_path: str) -> dict[str, Any]:
         """Sample the held-out prompts once per model; gold and proxy scores, length, KL to the reference."""
-        path = self.run / f"eval/{name}.json"
-        if (done := read_json(path)) is not None:
+        path, stamp = self.run / f"eval/{name}.json", self.run.stamp(f"eval:{name}")
+        if (done := read_json(path, stamp)) is not None:
             return done["summary"]
         start = time.time()
         model = load_causal_lm(model_path, self.cfg)
@@ -194,7 +194,7 @@ class OnlineLoop:
                 summary["win_rate_vs_sft"] = win_rate(frame["gold"].to_numpy(), sft["gold"].to_numpy())
             summary["rm_win_rate_vs_sft"] = win_rate(frame["proxy"].to_numpy(), sft["proxy"].to_numpy())
         summary["eval_seconds"] = time.time() - start
-        atomic_write_text(path, json.dumps({"summary": summary, "samples": frame.to_dict(orient="records")}))
+        write_stamped_json(path, {"summary": summary, "samples": frame.to_dict(orient="records")}, stamp)
         return summary
 
     def eval_frame(self, name: str) -> pd.DataFrame:
@@ -203,9 +203,9 @@ class OnlineLoop:
     # -------------------------------------------------------------- the loop
     def iteration(self, t: int) -> dict[str, Any]:
         """One full iteration; its stats are saved and reused when it has finished before."""
-        stats_path = self.iter_dir(t) / "stats.json"
-        if (done := read_json(stats_path)) is not None and is_complete(self.policy_path(t)):
-            return done
+        stats_path, stamp = self.iter_dir(t) / "stats.json", self.run.stamp(f"eval:iter_{t}")
+        if (done := read_json(stats_path, stamp)) is not None and reusable(self.policy_path(t), self.run.stamp(f"policy:{t}")):
+            return done["stats"]
         seconds: dict[str, float] = {}
 
         def timed(phase, fn, *args):
@@ -218,7 +218,8 @@ class OnlineLoop:
         scored = timed("score", self.score, t, samples)
         pairs, pair_stats = timed("pair", self.pair, t, scored)
         log = launched("dpo", self.run, self.policy_path(t), iteration=t) or train_dpo(
-            self.cfg, self.policy_path(t - 1), self.reference_path(t), self.training_pairs(t, pairs), self.policy_path(t)
+            self.cfg, self.policy_path(t - 1), self.reference_path(t), self.training_pairs(t, pairs), self.policy_path(t),
+            stamp=self.run.stamp(f"policy:{t}"),
         )
         seconds["train"] = log.seconds
         summary = timed("evaluate", self.evaluate, f"iter_{t}", self.policy_path(t))
@@ -245,7 +246,7 @@ class OnlineLoop:
                 "dpo_tokens_per_second": dpo_tokens[-1] / log.seconds if dpo_tokens and log.seconds else None,
             },
         }
-        atomic_write_json(stats_path, stats)
+        write_stamped_json(stats_path, {"stats": stats}, stamp)
         return stats
 
     def steps_for(self, n_pairs: int) -> int:
@@ -273,7 +274,8 @@ class OnlineLoop:
         offline = self.splits["preference"].shuffle(seed=self.cfg.runtime.seed)
         offline = offline.select(range(min(n_pairs, len(offline)))).select_columns(PAIR_COLUMNS)
         out = self.run / "models/offline_dpo"
-        log = launched("offline_dpo", self.run, out) or train_dpo(self.cfg, self.sft_path, self.sft_path, offline, out, max_steps=steps)
+        log = launched("offline_dpo", self.run, out) or train_dpo(
+            self.cfg, self.sft_path, self.sft_path, offline, out, max_steps=steps, stamp=self.run.stamp("offline_dpo"))
         summary = self.evaluate("offline_dpo", str(self.run / "models/offline_dpo"))
         return {
             **{k: v for k, v in summary.items() if k != "eval_seconds"},

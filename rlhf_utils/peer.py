@@ -91,15 +91,15 @@ def run_online_dpo_peer(cfg: Config, run: RunDir, world: ToyWorld | None, total_
     start, o, d = time.time(), cfg.online, cfg.dpo
     if d.loss_type not in ("sigmoid", "ipo"):
         raise ValueError(f"dpo.loss_type: OnlineDPOTrainer supports sigmoid or ipo (got {d.loss_type!r})")
-    sft_path = str(run.require("models/sft", "01_sft.ipynb"))
-    sft_eval = json.loads(run.require("eval/sft.json", "04_online_iterative_dpo.ipynb").read_text())["samples"]
+    sft_path = str(run.require("models/sft", "01_sft.ipynb", "sft"))
+    sft_eval = json.loads(run.require("eval/sft.json", "04_online_iterative_dpo.ipynb", "eval:sft").read_text())["samples"]
     names = [f"iteration_{t}" for t in range(1, o.iterations + 1)]
     splits = load_splits(run, [*names, "eval_prompts"])
     tok = load_tokenizer(sft_path, cfg)
     # The loop's DPO drops over-long prompts (train_dpo); drop the same ones so both see the same prompts.
     prompts = concatenate_datasets([splits[n] for n in names])
     prompts = drop_long_prompts(prompts, tok, d.max_prompt_length, "peer prompts")
-    scorer = RewardScorer.load(str(run.require("models/reward_model", "02_reward_model.ipynb")), cfg)
+    scorer = RewardScorer.load(str(run.require("models/reward_model", "02_reward_model.ipynb", "reward_model")), cfg)
     reward = RewardModelReward(scorer)
 
     steps = online_dpo_steps(total_samples, d.global_batch_size)

@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .artifacts import REPO_ROOT, RunDir, atomic_write_json, default_run_dir, file_digest
+from .artifacts import REPO_ROOT, RunDir, atomic_write_json, default_run_dir, file_digest, stored_digest
 from .config import Config, ConfigError, load_config
+from .notebook_outputs import clean_file
 from .report import FIGURES as REPORT_FIGURES
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -58,12 +59,17 @@ def git_commit() -> str | None:
 
 
 def list_artifacts(run: RunDir) -> dict[str, dict[str, Any]]:
-    """Every file under ``data/`` and ``models/`` with its size and sha256."""
+    """Every file under ``data/`` and ``models/`` with its size and sha256 (taken from each
+    artifact's digest, written when it was finished, so large checkpoints are not read again)."""
     out = {}
     for sub in ("data", "models"):
-        for path in sorted((run / sub).rglob("*")):
-            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(run.path).parts):
-                out[str(path.relative_to(run.path))] = {"bytes": path.stat().st_size, "sha256": file_digest(path)}
+        for art in sorted(p for p in (run / sub).glob("*") if p.is_dir() and not p.name.startswith(".")):
+            recorded = stored_digest(art) or {}
+            for path in sorted(art.rglob("*")):
+                rel = str(path.relative_to(art))
+                if path.is_file() and not any(part.startswith(".") for part in path.relative_to(run.path).parts):
+                    sha = recorded[rel]["sha256"] if rel in recorded else file_digest(path)
+                    out[str(path.relative_to(run.path))] = {"bytes": path.stat().st_size, "sha256": sha}
     return out
 
 
@@ -117,23 +123,12 @@ def clear_run_dir(path: Path) -> None:
             target.unlink()
 
 
-def check_same_config(path: Path, cfg: Config) -> None:
-    """Resuming is only sound with the configuration that made the run dir."""
-    import yaml
-
-    saved_path = path / "config.yaml"
-    if not saved_path.exists():
-        return
-    saved = yaml.safe_load(saved_path.read_text())
-    now = cfg.to_dict()
-    diff = [f"{section}.{key}" for section, values in now.items() if isinstance(values, dict)
-            for key in values if saved.get(section, {}).get(key) != values[key]]
-    diff += [key for key, value in now.items() if not isinstance(value, dict) and saved.get(key) != value]
-    if diff:
-        raise ConfigError(
-            f"--resume: {path} was made with another configuration (preset {saved.get('name')!r}; "
-            f"differs in {', '.join(diff[:5])}{' ...' if len(diff) > 5 else ''}); use a new --run-dir or drop --resume"
-        )
+def notebooks_from(start: str) -> list[str]:
+    """The notebooks from ``start`` on: ``"04"`` or ``"04_online_iterative_dpo.ipynb"``."""
+    for i, name in enumerate(NOTEBOOKS):
+        if name == start or name.split("_")[0] == start.zfill(2):
+            return NOTEBOOKS[i:]
+    raise ConfigError(f"--from: no notebook {start!r} (choose from {', '.join(n.split('_')[0] for n in NOTEBOOKS)})")
 
 
 def run_pipeline(
@@ -143,26 +138,29 @@ def run_pipeline(
     notebooks: list[str] | None = None,
     progress: bool = True,
     resume: bool = False,
+    start_from: str | None = None,
 ) -> dict[str, Any]:
     """Execute the notebooks in order into ``<run>/notebooks/``; return ``results.json``.
 
     The configuration is loaded and validated first, so a bad preset or override fails in
-    a second with a message naming the key, before any notebook starts. A fresh run clears
-    what an earlier run left in the run dir; ``resume=True`` keeps it, and every stage then
-    reuses the artifacts it finds finished (the configuration must be the same).
+    a second with a message naming the key, before any notebook starts. A fresh run from the
+    first notebook clears what an earlier run left in the run dir. ``resume=True`` keeps it:
+    every phase reuses the artifact it finds finished *with the same settings* (its
+    fingerprint, ``rlhf_utils.fingerprints``) and redoes the others, so an interrupted run
+    continues where it stopped and a changed knob redoes exactly what depends on it.
+    ``start_from="04"`` (or ``notebooks`` not starting at 01) runs only those notebooks and
+    never clears the run dir: the upstream stages they need are read from it.
     """
     overrides = dict(overrides or {})
     cfg = load_config(preset, overrides)
     target = Path(run_dir) if run_dir else default_run_dir(cfg.name)
-    if resume:
-        check_same_config(target, cfg)
-    else:
-        clear_run_dir(target)
-    run = RunDir.open(target, cfg)
-    names = notebooks or NOTEBOOKS
+    names = notebooks_from(start_from) if start_from else (notebooks or NOTEBOOKS)
     for name in names:
         if not (NOTEBOOK_DIR / name).is_file():
             raise FileNotFoundError(f"notebook {name} is not in {NOTEBOOK_DIR}")
+    if not resume and names[0] == NOTEBOOKS[0]:
+        clear_run_dir(target)
+    run = RunDir.open(target, cfg)
     params = {"preset": str(preset), "run_dir": str(run.path.resolve()), "overrides": overrides}
     for i, name in enumerate(names, 1):
         print(f"[{i}/{len(names)}] {name} ...", flush=True)
@@ -181,6 +179,7 @@ def refresh_notebooks(notebooks: list[str] | None = None, progress: bool = True)
         print(f"refreshing {name} ...", flush=True)
         execute_notebook(path, path, None, progress)
         strip_run_metadata(path)
+        clean_file(path, REPO_ROOT)
 
 
 def strip_run_metadata(path: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .artifacts import RunDir
+from .artifacts import RunDir, display_path
 from .config import Config, load_config
 from .data import is_toy_world
 from .generation import check_shard_gpus, uses_vllm
@@ -57,6 +57,6 @@ def start(preset: str, run_dir: str, overrides: dict[str, Any]) -> tuple[Config,
     run = RunDir.open(run_dir or persistent_run_dir(cfg.name) or None, cfg)
     world = ToyWorld.from_recipe(cfg.data.recipe) if is_toy_world(cfg) else None
     print(f"preset: {cfg.name} | device: {resolve_device(cfg)} | precision: {resolve_precision(cfg)} | seed: {cfg.runtime.seed}")
-    print(f"run dir: {run.path}")
+    print(f"run dir: {display_path(run.path)}")
     print(hardware_plan(cfg))
     return cfg, run, world

@@ -68,18 +68,18 @@ def run_stage(stage: str, cfg, run, world, iteration: int) -> None:
             else:
                 pairs, _ = loop.pair(iteration, loop.score(iteration, loop.generate(iteration)))
     if stage == "sft":
-        log = train_sft(cfg, start, splits["sft"], run / "models/sft")
+        log = train_sft(cfg, start, splits["sft"], run / "models/sft", stamp=run.stamp("sft"))
     elif stage == "reward_model":
-        log = train_reward_model(cfg, start, pairs, run / "models/reward_model")
+        log = train_reward_model(cfg, start, pairs, run / "models/reward_model", stamp=run.stamp("reward_model"))
     elif stage == "preference_model":
-        log = train_preference_model(cfg, start, pairs, run / "models/preference_model")
+        log = train_preference_model(cfg, start, pairs, run / "models/preference_model", stamp=run.stamp("preference_model"))
     elif stage == "offline_dpo":
         print(loop.offline_baseline(stats))
         return
     else:
         log = train_dpo(
             cfg, loop.policy_path(iteration - 1), loop.reference_path(iteration),
-            loop.training_pairs(iteration, pairs), loop.policy_path(iteration),
+            loop.training_pairs(iteration, pairs), loop.policy_path(iteration), stamp=run.stamp(f"policy:{iteration}"),
         )
     print(f"{stage}: done in {log.seconds:.1f}s")
 

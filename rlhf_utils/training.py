@@ -6,8 +6,11 @@ trainer's log history and wall time (:class:`TrainLog`); a finished checkpoint i
 
 Usage::
 
-    log = train_sft(cfg, "runs/tiny/models/init", splits["sft"], "runs/tiny/models/sft")
+    log = train_sft(cfg, "runs/tiny/models/init", splits["sft"], run / "models/sft", stamp=run.stamp("sft"))
     log.history[-1], log.seconds
+
+``stamp`` (``rlhf_utils.fingerprints``) is the fingerprint the checkpoint is saved with; a
+checkpoint found at ``output_dir`` is reused only when it was saved with the same one.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from typing import Any
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from .artifacts import CRASH_ENV, atomic_dir, crash_point, is_complete
+from .artifacts import CRASH_ENV, atomic_dir, crash_point, is_complete, reusable
+from .fingerprints import Stamp
 from .config import Config
 from .models import load_causal_lm, load_tokenizer, resolve_device, resolve_precision
 
@@ -110,13 +114,13 @@ class TrainLog:
     reused: bool = False  # True when a finished checkpoint was found and training skipped
 
 
-def reuse(output_dir: str | Path) -> TrainLog | None:
-    """The log of a finished stage, whose checkpoint dir appeared atomically and still matches
-    its digest: resuming skips the stage. A damaged checkpoint is removed and retrained."""
-    if not is_complete(output_dir):
+def reuse(output_dir: str | Path, stamp: Stamp | None) -> TrainLog | None:
+    """The log of a finished stage, whose checkpoint dir appeared atomically, still matches its
+    digest and was trained with ``stamp``'s settings: the stage is skipped. A damaged checkpoint,
+    or one trained with other settings, is removed and retrained (with a line saying why)."""
+    if not (reusable(output_dir, stamp) if stamp is not None else is_complete(output_dir)):
         return None
     data = json.loads((Path(output_dir) / TRAIN_LOG).read_text())
-    print(f"reusing the finished checkpoint {output_dir} (trained in {data['seconds']:.1f}s)")
     return TrainLog(data["history"], data["seconds"], reused=True)
 
 
@@ -161,7 +165,7 @@ def merge_lora(model: Any) -> Any:
         return PeftModel.from_pretrained(full, adapter).merge_and_unload()
 
 
-def _fit(trainer: Any, output_dir: str | Path) -> TrainLog:
+def _fit(trainer: Any, output_dir: str | Path, stamp: Stamp | None) -> TrainLog:
     """Train, then save model (LoRA merged into the base), tokenizer and log in one atomic rename."""
     if os.environ.get(CRASH_ENV):
         trainer.add_callback(_CrashAtStep(Path(output_dir).name))
@@ -174,7 +178,7 @@ def _fit(trainer: Any, output_dir: str | Path) -> TrainLog:
     else:  # ZeRO-3 shards the parameters: gather them (a collective, so every process asks)
         state = trainer.accelerator.get_state_dict(trainer.model)
     if trainer.accelerator.is_main_process:  # one writer when several processes trained together
-        with atomic_dir(output_dir) as tmp:
+        with atomic_dir(output_dir, stamp) as tmp:
             model.save_pretrained(tmp, safe_serialization=True, state_dict=state)
             trainer.processing_class.save_pretrained(tmp)
             (tmp / TRAIN_LOG).write_text(json.dumps({"history": trainer.state.log_history, "seconds": seconds}))
@@ -183,16 +187,18 @@ def _fit(trainer: Any, output_dir: str | Path) -> TrainLog:
     return TrainLog(trainer.state.log_history, seconds)
 
 
-def train_sft(cfg: Config, model_path: str | Path, dataset: Dataset, output_dir: str | Path) -> TrainLog:
+def train_sft(cfg: Config, model_path: str | Path, dataset: Dataset, output_dir: str | Path,
+              stamp: Stamp | None = None) -> TrainLog:
     """Supervised fine-tuning with TRL's SFTTrainer: chat template, loss on assistant tokens only."""
-    if done := reuse(output_dir):
+    if done := reuse(output_dir, stamp):
         return done
     s = cfg.sft
     extra = dict(weight_decay=s.weight_decay, packing=s.packing, assistant_only_loss=s.assistant_only_loss)
-    return _supervised(cfg, s, model_path, dataset, output_dir, **extra)
+    return _supervised(cfg, s, model_path, dataset, output_dir, stamp, **extra)
 
 
-def _supervised(cfg: Config, s: Any, model_path: str | Path, dataset: Dataset, output_dir: str | Path, **extra) -> TrainLog:
+def _supervised(cfg: Config, s: Any, model_path: str | Path, dataset: Dataset, output_dir: str | Path,
+                stamp: Stamp | None, **extra) -> TrainLog:
     """SFTTrainer on a conversational ``messages`` dataset (the SFT stage and the preference model)."""
     from trl import SFTConfig, SFTTrainer
 
@@ -206,17 +212,17 @@ def _supervised(cfg: Config, s: Any, model_path: str | Path, dataset: Dataset, o
         processing_class=load_tokenizer(model_path, cfg),
         peft_config=lora_config(cfg),
     )
-    return _fit(trainer, output_dir)
+    return _fit(trainer, output_dir, stamp)
 
 
 def train_reward_model(
-    cfg: Config, base_path: str | Path, dataset: Dataset, output_dir: str | Path
+    cfg: Config, base_path: str | Path, dataset: Dataset, output_dir: str | Path, stamp: Stamp | None = None
 ) -> TrainLog:
     """A Bradley-Terry reward model with TRL's RewardTrainer: loss -log sigmoid(r(x, y+) - r(x, y-)).
 
     A checkpoint without a pad token gets a dedicated one (never eos: see ``scoring.ensure_pad_token``).
     """
-    if done := reuse(output_dir):
+    if done := reuse(output_dir, stamp):
         return done
     from trl import RewardConfig, RewardTrainer
 
@@ -237,7 +243,7 @@ def train_reward_model(
     if peft is not None:
         peft.task_type = "SEQ_CLS"
     trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok, peft_config=peft)
-    return _fit(trainer, output_dir)
+    return _fit(trainer, output_dir, stamp)
 
 
 def preference_model_dataset(dataset: Dataset, seed: int) -> Dataset:
@@ -256,13 +262,13 @@ def preference_model_dataset(dataset: Dataset, seed: int) -> Dataset:
 
 
 def train_preference_model(
-    cfg: Config, base_path: str | Path, dataset: Dataset, output_dir: str | Path
+    cfg: Config, base_path: str | Path, dataset: Dataset, output_dir: str | Path, stamp: Stamp | None = None
 ) -> TrainLog:
     """A pairwise preference model: a causal LM trained (TRL SFTTrainer, loss on the answer) to say A or B."""
-    if done := reuse(output_dir):
+    if done := reuse(output_dir, stamp):
         return done
     pm_data = preference_model_dataset(dataset, cfg.runtime.seed)
-    return _supervised(cfg, cfg.preference_model, base_path, pm_data, output_dir, assistant_only_loss=True)
+    return _supervised(cfg, cfg.preference_model, base_path, pm_data, output_dir, stamp, assistant_only_loss=True)
 
 
 def drop_long_prompts(dataset: Dataset, tok: Any, max_prompt_tokens: int, name: str) -> Dataset:
@@ -298,6 +304,7 @@ def train_dpo(
     pairs: Dataset,
     output_dir: str | Path,
     max_steps: int | None = None,
+    stamp: Stamp | None = None,
 ) -> TrainLog:
     """DPO with TRL's DPOTrainer from ``policy_path`` against the frozen reference ``ref_path``.
 
@@ -305,7 +312,7 @@ def train_dpo(
     fixed, so this is exact and saves a reference forward pass per step. ``max_steps`` fixes the
     optimizer budget (the offline baseline matches the online run's steps with it).
     """
-    if done := reuse(output_dir):
+    if done := reuse(output_dir, stamp):
         return done
     from trl import DPOConfig, DPOTrainer
 
@@ -337,4 +344,4 @@ def train_dpo(
         processing_class=tok,
         peft_config=peft,
     )
-    return _fit(trainer, output_dir)
+    return _fit(trainer, output_dir, stamp)

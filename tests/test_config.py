@@ -5,7 +5,16 @@ import pytest
 import yaml
 
 from rlhf_utils import cli
-from rlhf_utils.config import ConfigError, list_presets, load_config, parse_override
+from rlhf_utils.config import (
+    Config,
+    ConfigError,
+    diff_from_paper,
+    list_presets,
+    load_config,
+    parse_override,
+    preset_comments,
+    preset_path,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,6 +95,125 @@ def test_cli_config_prints_resolved_yaml(capsys):
     assert cli.main(["config", "--preset", "tiny", "--seed", "7", "--set", "dpo.beta=0.2"]) == 0
     tree = yaml.safe_load(capsys.readouterr().out)
     assert tree["runtime"]["seed"] == 7 and tree["dpo"]["beta"] == 0.2
+
+
+def _leaves(tree, prefix=""):
+    for key, value in tree.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            yield from _leaves(value, dotted)
+        else:
+            yield dotted, value
+
+
+def _all_fields_have_defaults(cls, seen):
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        assert f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING, \
+            f"{cls.__name__}.{f.name} has no default"
+        seen.append(f"{cls.__name__}.{f.name}")
+        if dataclasses.is_dataclass(hints[f.name]):
+            _all_fields_have_defaults(hints[f.name], seen)
+
+
+def test_dataclass_defaults_are_the_paper_preset():
+    seen = []
+    _all_fields_have_defaults(Config, seen)
+    assert len(seen) > 90 and "TinyModelConfig.hidden_size" in seen and "DPOSettings.beta" in seen
+    paper, defaults = load_config("paper").to_dict(), Config().to_dict()
+    for key in ("name", "description"):
+        paper.pop(key), defaults.pop(key)
+    assert repr(paper) == repr(defaults), "same values and types (1.0 is not 1)"
+    assert diff_from_paper(load_config("paper")) == []
+
+
+def test_preset_missing_keys_loads(tmp_path):
+    path = tmp_path / "short.yaml"
+    path.write_text("online:\n  iterations: 1   # one is enough here\nsft:\n  epochs: 2\n")
+    cfg = load_config(path, {"world.n_eval_prompts": 8})
+    assert cfg.name == "short" and cfg.online.iterations == 1 and cfg.sft.epochs == 2.0
+    assert isinstance(cfg.sft.epochs, float)
+    assert cfg.online.k == Config().online.k and cfg.dpo == Config().dpo, "the rest are the paper defaults"
+    assert cfg.world.n_eval_prompts == 8, "an override may set a key the file leaves out"
+    assert [k for k, _, _ in diff_from_paper(cfg)] == ["world.n_eval_prompts", "sft.epochs", "online.iterations"]
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing changed\n")
+    assert diff_from_paper(load_config(empty)) == []
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("sft:\n  learning_rat: 1.0e-3\n", "sft.learning_rat"),
+        ("models:\n  lora:\n    rank: 4\n", "models.lora.rank"),
+        ("nosection:\n  x: 1\n", "nosection"),
+        ("online:\n  k: eight\n", "online.k"),
+        ("sft:\n  packing: 1\n", "sft.packing"),
+        ("dpo: 5\n", "dpo"),
+        ("online:\n  k: 1\n", "online.k"),
+    ],
+)
+def test_bad_key_in_preset_file_names_the_key(text, key, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        load_config(path)
+
+
+def test_presets_list_only_their_changes_each_with_a_comment():
+    defaults = dict(_leaves(Config().to_dict()))
+    for name in list_presets():
+        written = dict(_leaves(yaml.safe_load(preset_path(name).read_text())))
+        same = [k for k, v in written.items() if k not in ("name", "description") and defaults[k] == v]
+        assert not same, f"{name} repeats paper defaults: {same}"
+        comments = preset_comments(name)
+        assert not [k for k, _, _ in diff_from_paper(load_config(name)) if k not in comments], f"{name}: say why"
+    assert len(preset_path("paper").read_text().splitlines()) < 20
+    assert set(yaml.safe_load(preset_path("paper").read_text())) == {"name", "description"}
+
+
+def test_diff_from_paper_tiny():
+    diff = {key: (paper, ours) for key, paper, ours in diff_from_paper(load_config("tiny"))}
+    assert diff["sft.learning_rate"] == (2e-5, 2e-3)
+    assert diff["online.max_new_tokens"] == (2048, 16)
+    assert diff["models.policy"] == ("meta-llama/Meta-Llama-3-8B", "tiny")
+    for unchanged in ("online.iterations", "online.k", "online.selection", "dpo.beta", "name", "description",
+                      "world.n_sft_prompts", "models.tiny.hidden_size"):
+        assert unchanged not in diff
+    assert dict((k, (p, o)) for k, p, o in diff_from_paper(load_config("colab_t4")))["online.iterations"] == (3, 1)
+    overridden = {k for k, _, _ in diff_from_paper(load_config("tiny", {"online.iterations": 2}))}
+    assert "online.iterations" in overridden
+
+
+def test_preset_comments_reads_key_and_block_comments(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "# header\nname: c\ndescription: 'has # inside'\nsft:            # block why\n"
+        "  learning_rate: 1.0e-3  # own why\n  epochs: 2\nmodels:\n  lora:\n    r: 4 # lora why\n"
+    )
+    assert preset_comments(path) == {
+        "sft": "block why", "sft.learning_rate": "own why", "sft.epochs": "block why", "models.lora.r": "lora why",
+    }
+    assert preset_comments("tiny")["online.backend"].startswith("transformers generate")
+
+
+def test_cli_config_diff(capsys):
+    assert cli.main(["config", "--preset", "tiny", "--diff"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(diff_from_paper(load_config("tiny")))
+    assert any(line.startswith("sft.learning_rate: 2e-05 -> 0.002  # ") for line in lines)
+    assert "runtime.device: auto -> cpu  # CI runs on a 2-core CPU" in lines
+    assert any(line.startswith("models.lora.target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj,"
+                               " down_proj] -> [q_proj, k_proj, v_proj, o_proj]  # ") for line in lines)
+    assert all(re.match(r"^[a-z_.]+: .+ -> .+", line) for line in lines)
+    assert not any(line.split(":")[0] in ("name", "description", "online.iterations") for line in lines)
+    assert cli.main(["config", "--preset", "paper", "--diff"]) == 0
+    assert capsys.readouterr().out == ""
+    assert cli.main(["config", "--preset", "paper", "--diff", "--set", "dpo.beta=0.05"]) == 0
+    assert capsys.readouterr().out == "dpo.beta: 0.1 -> 0.05\n"
 
 
 def test_environment_yml_matches_pyproject():

@@ -45,8 +45,8 @@ def test_save_and_load_by_path(tok, tiny_cfg, tmp_path):
 
 def test_initial_policy_is_deterministic(tiny_cfg, tmp_path):
     vocab = ToyWorld.from_recipe().vocabulary()
-    a = prepare_initial_policy(tiny_cfg, RunDir(tmp_path / "a"), vocab)
-    b = prepare_initial_policy(tiny_cfg, RunDir(tmp_path / "b"), vocab)
+    a = prepare_initial_policy(tiny_cfg, RunDir(tmp_path / "a", tiny_cfg), vocab)
+    b = prepare_initial_policy(tiny_cfg, RunDir(tmp_path / "b", tiny_cfg), vocab)
     sa, sb = load_causal_lm(a, tiny_cfg).state_dict(), load_causal_lm(b, tiny_cfg).state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 

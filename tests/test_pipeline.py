@@ -50,15 +50,54 @@ def test_resume_skips_finished_phases(tiny_run, tmp_path):
     again = run_pipeline("tiny", copy, notebooks=["04_online_iterative_dpo.ipynb"], progress=False, resume=True)
     assert deterministic_numbers(again["online_dpo"]) == deterministic_numbers(results["online_dpo"])
     executed = (copy / "notebooks/04_online_iterative_dpo.ipynb").read_text()
-    assert "reusing the finished checkpoint" in executed
+    assert "policy:2: reusing" in executed and "policy:3: reusing" not in executed
 
 
-def test_resume_refuses_another_config(tiny_run):
-    from rlhf_utils.config import ConfigError
+def test_changed_pair_rule_reuses_the_models_and_redoes_the_loop(tiny_run, tmp_path):
+    """Notebook 04 (then 05) on a finished run with online.selection=random, as `run --from 04` does:
+    SFT, reward and preference models are reused (printed), the online phases are redone, and
+    results.json holds the new rule's pairs and win rates."""
+    from rlhf_utils.pairs import select_pairs
 
-    run_dir, _ = tiny_run
-    with pytest.raises(ConfigError, match="another configuration"):
-        run_pipeline("tiny", run_dir, overrides={"runtime.seed": 1}, notebooks=["01_sft.ipynb"], resume=True)
+    run_dir, results = tiny_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    again = run_pipeline("tiny", copy, overrides={"online.selection": "random"}, start_from="04", progress=False)
+    executed = (copy / "notebooks/04_online_iterative_dpo.ipynb").read_text()
+    for reused in ("sft: reusing", "reward_model: reusing", "generate:1: reusing", "score:1: reusing"):
+        assert reused in executed, reused
+    assert "pair:1: redoing" in executed and "online.selection: 'max_min' -> 'random'" in executed
+    assert "policy:1: redoing" in executed and "pair:1 changed" in executed
+    scored = load_from_disk(str(copy / "online/iter_1/scored"))
+    cfg = load_config("tiny")
+    _, expected = select_pairs(list(scored["prompt"]), list(scored["responses"]), list(scored["rewards"]),
+                               "random", 0.0, 0.0, seed=cfg.runtime.seed + 1)
+    stats = json.loads((copy / "online/iter_1/stats.json").read_text())["stats"]
+    assert stats["pair_stats"] == expected
+    new_its, old_its = again["online_dpo"]["iterations"], results["online_dpo"]["iterations"]
+    assert [s["pairs"] for s in new_its] == [s["pair_stats"]["pairs"] for s in (
+        json.loads((copy / f"online/iter_{t}/stats.json").read_text())["stats"] for t in (1, 2, 3))]
+    assert [s["win_rate_vs_sft"] for s in new_its] != [s["win_rate_vs_sft"] for s in old_its]
+    assert again["evaluation"]["iter_3"]["win_rate_vs_sft"] == new_its[-1]["win_rate_vs_sft"]
+    assert again["sft"] == results["sft"], "upstream results stay as they were"
+
+
+def test_changed_sft_knob_redoes_sft_and_blocks_stale_downstream_models(tiny_run, tmp_path):
+    """sft.learning_rate changed: notebook 01 retrains SFT (data and the initial model reused); the
+    reward model, trained from the old SFT model, is then refused by notebook 04 with the reason."""
+    import papermill
+
+    run_dir, results = tiny_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    again = run_pipeline("tiny", copy, overrides={"sft.learning_rate": 1e-3}, notebooks=["01_sft.ipynb"],
+                         progress=False, resume=True)
+    executed = (copy / "notebooks/01_sft.ipynb").read_text()
+    assert "data: reusing" in executed and "init: reusing" in executed
+    assert "sft: redoing" in executed and "sft.learning_rate: 0.002 -> 0.001" in executed
+    assert again["sft"]["gold_reward"] != results["sft"]["gold_reward"]
+    with pytest.raises(papermill.PapermillExecutionError, match=r"models/reward_model was made with other settings \(sft changed\)"):
+        run_pipeline("tiny", copy, overrides={"sft.learning_rate": 1e-3}, start_from="04", progress=False)
 
 
 def test_manifest_and_notebooks(tiny_run):

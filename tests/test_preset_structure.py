@@ -2,13 +2,15 @@
 
 colab_t4 trains with LoRA (PEFT) and a global batch made of small per-device batches and
 gradient accumulation; here one SFT step runs with exactly that structure, on a tiny Llama
-saved locally, and the merged result loads back as a plain model.
+saved locally, and the merged result loads back as a plain model. The GPU preset files list
+only their changes from the paper defaults: no toy-world or tiny-model blocks.
 """
 
 import pytest
+import yaml
 
 from rlhf_utils.artifacts import RunDir
-from rlhf_utils.config import load_config
+from rlhf_utils.config import Config, load_config, preset_path
 from rlhf_utils.data import build_toy_world_splits
 from rlhf_utils.models import load_causal_lm, prepare_initial_policy
 from rlhf_utils.training import common_args, train_sft
@@ -16,11 +18,19 @@ from rlhf_utils.world import ToyWorld
 
 
 @pytest.mark.parametrize("preset", ["colab_t4", "single_gpu", "paper"])
+def test_gpu_preset_files_have_no_toy_world_or_tiny_model_blocks(preset):
+    tree = yaml.safe_load(preset_path(preset).read_text())
+    assert "world" not in tree and "tiny" not in tree.get("models", {})
+    cfg = load_config(preset)
+    assert cfg.world == Config().world and cfg.models.tiny == Config().models.tiny, "they take the defaults"
+
+
+@pytest.mark.parametrize("preset", ["colab_t4", "single_gpu", "paper"])
 def test_gpu_preset_structure_trains_on_local_tiny_model(preset, tmp_path):
     real = load_config(preset)
     world = ToyWorld.from_recipe()
     tiny = load_config("tiny")
-    start = prepare_initial_policy(tiny, RunDir(tmp_path), world.vocabulary())
+    start = prepare_initial_policy(tiny, RunDir.open(tmp_path / "run", tiny), world.vocabulary())
     # The preset's training structure (LoRA, batch arithmetic, schedule), with the hub model and data
     # replaced by local tiny ones and lengths/epochs cut to CPU size.
     cfg = load_config(preset, {
@@ -45,7 +55,7 @@ def test_qlora_merges_into_a_full_precision_checkpoint(tmp_path):
     from safetensors.torch import load_file
 
     world, tiny = ToyWorld.from_recipe(), load_config("tiny")
-    start = prepare_initial_policy(tiny, RunDir(tmp_path), world.vocabulary())
+    start = prepare_initial_policy(tiny, RunDir.open(tmp_path / "run", tiny), world.vocabulary())
     cfg = load_config("colab_t4", {
         "models.policy": start, "data.recipe": "toy_world", "runtime.device": "cpu", "runtime.precision": "fp32",
         "runtime.gradient_checkpointing": False, "models.lora.load_in_4bit": True, "sft.max_length": 48,

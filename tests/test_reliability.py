@@ -115,5 +115,6 @@ def test_iteration_without_prompts_is_refused(tiny_run, tmp_path, capsys):
     for part in ("data", "models/sft", "models/reward_model"):
         shutil.copytree(run_dir / part, copy / part)
     with pytest.raises(ValueError, match="iteration_1: has no prompts"):
-        OnlineLoop(load_config("tiny", {"data.max_prompt_length": 1}), RunDir(copy), ToyWorld.from_recipe())
+        cfg = load_config("tiny", {"data.max_prompt_length": 1})
+        OnlineLoop(cfg, RunDir(copy, cfg), ToyWorld.from_recipe())
     assert "iteration_1: dropped 512 rows with prompts longer than 1 tokens" in capsys.readouterr().out
