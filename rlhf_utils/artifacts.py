@@ -180,7 +180,7 @@ def reusable(path: str | Path, stamp: Stamp, quiet: bool = False) -> bool:
     return not changes
 
 
-def read_json(path: str | Path, stamp: Stamp | None = None) -> Any | None:
+def read_json(path: str | Path, stamp: Stamp | None = None, quiet: bool = False) -> Any | None:
     """A JSON file written by :func:`atomic_write_json`, or None when it is absent, unreadable or
     (given ``stamp``) made with other settings; such a file is removed and its phase redone."""
     path = Path(path)
@@ -195,7 +195,8 @@ def read_json(path: str | Path, stamp: Stamp | None = None) -> Any | None:
     if stamp is None:
         return data
     changes = stamp.changes(data.get("fingerprint") if isinstance(data, dict) else None)
-    _say(path, stamp, changes)
+    if not quiet:
+        _say(path, stamp, changes)
     if changes:
         path.unlink(missing_ok=True)
         return None
@@ -228,6 +229,7 @@ class RunDir:
         from .fingerprints import Fingerprints
 
         self.path = Path(path)
+        self.cfg = cfg
         self.stamps: Fingerprints | None = Fingerprints(cfg) if cfg is not None else None
 
     @classmethod
@@ -264,12 +266,26 @@ class RunDir:
         atomic_write_json(self.results_path, results)
         return results
 
+    # The online loop's layout: paths only, no model is loaded (a DPO rank under `accelerate launch`
+    # needs no reward model).
+    def iter_dir(self, t: int) -> Path:
+        """Iteration t's samples, scores, pairs and stats."""
+        return self.path / f"online/iter_{t}"
+
+    def policy_path(self, t: int) -> str:
+        """The policy after iteration t (t = 0: the SFT model)."""
+        return str(self.path / ("models/sft" if t == 0 else f"models/iter_{t}"))
+
+    def reference_path(self, t: int) -> str:
+        """DPO's reference in iteration t: the SFT model, or (``online.reference: previous``) the policy of t-1."""
+        return self.policy_path(0 if self.cfg.online.reference == "sft" else t - 1)
+
     def stamp(self, phase: str) -> Stamp:
         """The fingerprint of ``phase`` under this run's configuration (see ``rlhf_utils.fingerprints``)."""
         assert self.stamps is not None, "RunDir.open(path, cfg) gives a run dir its configuration"
         return self.stamps(phase)
 
-    def require(self, relative: str, notebook: str, phase: str | None = None) -> Path:
+    def require(self, relative: str, notebook: str, phase: str | None = None, quiet: bool = False) -> Path:
         """The path of an earlier stage's artifact, or a clear error naming the notebook to run first.
 
         With ``phase``, the artifact must also have been made with this configuration's settings
@@ -283,5 +299,6 @@ class RunDir:
             stored = read_json(path / FINGERPRINT) if path.is_dir() else (read_json(path) or {}).get("fingerprint")
             if changes := self.stamp(phase).changes(stored):
                 raise FileNotFoundError(f"{display_path(path)} was made with other settings ({'; '.join(changes)}): {rerun}")
-            _say(path, self.stamp(phase), [])
+            if not quiet:
+                _say(path, self.stamp(phase), [])
         return path

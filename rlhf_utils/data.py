@@ -113,7 +113,8 @@ def prepare_data(cfg: Config, run: RunDir) -> dict[str, Dataset]:
 
 
 def load_splits(run: RunDir, names: list[str]) -> dict[str, Dataset]:
-    return {name: load_from_disk(str(run.require(f"data/{name}", "01_sft.ipynb", "data"))) for name in names}
+    """The named splits, each checked to be made with this configuration's data settings."""
+    return {name: load_from_disk(str(run.require(f"data/{name}", "01_sft.ipynb", "data", quiet=True))) for name in names}
 
 
 def _answer(value: Any) -> str:

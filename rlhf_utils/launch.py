@@ -2,7 +2,7 @@
 
 With more than one GPU visible, a notebook's training step runs as::
 
-    accelerate launch --config_file <config> --num_processes <gpus> -m rlhf_utils.train <stage> \
+    accelerate launch --config_file <config> --num_processes <gpus> -m rlhf_utils.stage <stage> \
         --preset <run>/config.yaml --run-dir <run> [--iteration t]
 
 where ``<config>`` is the preset's ``runtime.accelerate_config`` (DDP; the ``paper`` preset
@@ -43,7 +43,7 @@ def launch_command(
     ``cpu=True`` (tests, CPU-only machines): ``accelerate launch --multi_gpu`` without a config
     file, in fp32. ``--multi_gpu`` is what makes accelerate 1.15 start the processes itself (with
     torch's elastic launcher); ``--cpu`` would start only one unless mpirun is installed. The
-    processes see no GPU, and ``PartialState(cpu=True)`` in ``rlhf_utils.train`` joins them into a
+    processes see no GPU, and ``PartialState(cpu=True)`` in ``rlhf_utils.stage`` joins them into a
     gloo MULTI_CPU group.
     """
     n = num_processes or torch.cuda.device_count()
@@ -56,7 +56,7 @@ def launch_command(
 
             config_file = accelerate_config_path(yaml.safe_load((run / "config.yaml").read_text())["runtime"]["accelerate_config"])
         launcher += ["--config_file", str(config_file)]
-    cmd = [*launcher, "-m", "rlhf_utils.train", stage, "--preset", str(run / "config.yaml"), "--run-dir", str(run.path)]
+    cmd = [*launcher, "-m", "rlhf_utils.stage", stage, "--preset", str(run / "config.yaml"), "--run-dir", str(run.path)]
     return cmd + (["--iteration", str(iteration)] if iteration is not None else [])
 
 
@@ -77,7 +77,7 @@ def launched(stage: str, run: RunDir, output_dir: str | Path, iteration: int | N
     (train in-process) with one GPU or none, or when already inside a launched process."""
     if torch.cuda.device_count() < 2 or inside_launch():
         return None
-    from .training import reuse
+    from .trainers import reuse
 
     launch(stage, run, iteration)
     return reuse(output_dir, run.stamp(stage_phase(stage, iteration)))

@@ -22,6 +22,7 @@ Usage::
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -41,7 +42,7 @@ from .models import load_causal_lm, load_tokenizer, resolve_device
 from .launch import launched
 from .pairs import check_rule, select_pairs
 from .scoring import PreferenceScorer, RewardScorer
-from .training import drop_long_prompts, train_dpo
+from .trainers import TrainLog, drop_long_prompts, train_dpo
 from .world import ToyWorld
 
 PAIR_COLUMNS = ["prompt", "chosen", "rejected"]
@@ -57,11 +58,36 @@ def check_tokenizer_covers(tok: Any, texts: list[str], what: str) -> None:
             raise ValueError(f"{what}: its tokenizer cannot represent the policy's text {text!r} (unknown tokens)")
 
 
+def _timed(phase: str):
+    """Add a phase method's wall time to ``self.phase_seconds[key]`` (key: its first argument,
+    the iteration, or the evaluated model's name)."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(self, key, *args, **kwargs):
+            start = time.time()
+            try:
+                return fn(self, key, *args, **kwargs)
+            finally:
+                bucket = self.phase_seconds.setdefault(key, {})
+                bucket[phase] = bucket.get(phase, 0.0) + time.time() - start
+        return inner
+    return wrap
+
+
+def training_pairs(run: RunDir, t: int, current: Dataset) -> Dataset:
+    """Iteration t's DPO data: its own pairs, or (``online.accumulate``) all pairs gathered so far."""
+    if not run.cfg.online.accumulate or t == 1:
+        return current.select_columns(PAIR_COLUMNS)
+    older = [load_from_disk(str(run.iter_dir(s) / "pairs")).select_columns(PAIR_COLUMNS) for s in range(1, t)]
+    return concatenate_datasets([*older, current.select_columns(PAIR_COLUMNS)])
+
+
 class OnlineLoop:
     """The online iterative DPO loop over one run directory."""
 
     def __init__(self, cfg: Config, run: RunDir, world: ToyWorld | None):
         self.cfg, self.run, self.world = cfg, run, world
+        self.phase_seconds: dict[int | str, dict[str, float]] = {}  # wall time of each phase this session
         o = cfg.online
         check_rule(o.selection, o.length_penalty)
         if o.k < 2:
@@ -88,22 +114,22 @@ class OnlineLoop:
             check_tokenizer_covers(self.pm.tok, sample, "preference model")
         uses_vllm(cfg)  # a backend that cannot run fails here, before any sampling
 
-    # ----------------------------------------------------------------- paths
+    # ----------------------------------------------------------------- paths (the run dir's layout)
     def iter_dir(self, t: int) -> Path:
-        return self.run / f"online/iter_{t}"
+        return self.run.iter_dir(t)
 
     def policy_path(self, t: int) -> str:
-        """The policy after iteration t (t = 0: the SFT model)."""
-        return self.sft_path if t == 0 else str(self.run / f"models/iter_{t}")
+        return self.run.policy_path(t)
 
     def reference_path(self, t: int) -> str:
-        return self.sft_path if self.cfg.online.reference == "sft" else self.policy_path(t - 1)
+        return self.run.reference_path(t)
 
     # ---------------------------------------------------------------- phases
+    @_timed("generate")
     def generate(self, t: int) -> Dataset:
         """K samples per prompt; the rollout's token count and seconds go to ``rollout.json``."""
         path, stamp = self.iter_dir(t) / "samples", self.run.stamp(f"generate:{t}")
-        if reusable(path, stamp) and read_json(self.iter_dir(t) / "rollout.json", stamp) is not None:
+        if reusable(path, stamp) and read_json(self.iter_dir(t) / "rollout.json", stamp, quiet=True) is not None:
             return load_from_disk(str(path))
         o = self.cfg.online
         prompts = list(self.splits[f"iteration_{t}"]["prompt"])
@@ -119,6 +145,7 @@ class OnlineLoop:
             ds.save_to_disk(str(tmp))
         return ds
 
+    @_timed("score")
     def score(self, t: int, samples: Dataset) -> Dataset:
         path, stamp = self.iter_dir(t) / "scored", self.run.stamp(f"score:{t}")
         if reusable(path, stamp):
@@ -136,10 +163,11 @@ class OnlineLoop:
             ds.save_to_disk(str(tmp))
         return ds
 
+    @_timed("pair")
     def pair(self, t: int, scored: Dataset) -> tuple[Dataset, dict[str, int]]:
         path, stamp = self.iter_dir(t) / "pairs", self.run.stamp(f"pair:{t}")
         stats_path = self.iter_dir(t) / "pair_stats.json"
-        if reusable(path, stamp) and (stats := read_json(stats_path, stamp)) is not None:
+        if reusable(path, stamp) and (stats := read_json(stats_path, stamp, quiet=True)) is not None:
             return load_from_disk(str(path)), stats["stats"]
         o = self.cfg.online
         rows, stats = select_pairs(
@@ -155,13 +183,10 @@ class OnlineLoop:
         return ds, stats
 
     def training_pairs(self, t: int, current: Dataset) -> Dataset:
-        """This iteration's pairs, or (``online.accumulate``) all pairs gathered so far."""
-        if not self.cfg.online.accumulate or t == 1:
-            return current.select_columns(PAIR_COLUMNS)
-        older = [load_from_disk(str(self.iter_dir(s) / "pairs")).select_columns(PAIR_COLUMNS) for s in range(1, t)]
-        return concatenate_datasets([*older, current.select_columns(PAIR_COLUMNS)])
+        return training_pairs(self.run, t, current)
 
     # ------------------------------------------------------------- evaluation
+    @_timed("evaluate")
     def evaluate(self, name: str, model_path: str) -> dict[str, Any]:
         """Sample the held-out prompts once per model; gold and proxy scores, length, KL to the reference."""
         path, stamp = self.run / f"eval/{name}.json", self.run.stamp(f"eval:{name}")
@@ -201,28 +226,24 @@ class OnlineLoop:
         return pd.DataFrame(json.loads((self.run / f"eval/{name}.json").read_text())["samples"])
 
     # -------------------------------------------------------------- the loop
-    def iteration(self, t: int) -> dict[str, Any]:
-        """One full iteration; its stats are saved and reused when it has finished before."""
-        stats_path, stamp = self.iter_dir(t) / "stats.json", self.run.stamp(f"eval:iter_{t}")
-        if (done := read_json(stats_path, stamp)) is not None and reusable(self.policy_path(t), self.run.stamp(f"policy:{t}")):
-            return done["stats"]
-        seconds: dict[str, float] = {}
-
-        def timed(phase, fn, *args):
-            start = time.time()
-            out = fn(*args)
-            seconds[phase] = seconds.get(phase, 0.0) + time.time() - start
-            return out
-
-        samples = timed("generate", self.generate, t)
-        scored = timed("score", self.score, t, samples)
-        pairs, pair_stats = timed("pair", self.pair, t, scored)
+    def train(self, t: int, pairs: Dataset) -> TrainLog:
+        """DPO from the policy of iteration t-1 against the reference, on this iteration's pairs
+        (all pairs so far with ``online.accumulate``): the policy of iteration t."""
         log = launched("dpo", self.run, self.policy_path(t), iteration=t) or train_dpo(
             self.cfg, self.policy_path(t - 1), self.reference_path(t), self.training_pairs(t, pairs), self.policy_path(t),
             stamp=self.run.stamp(f"policy:{t}"),
         )
-        seconds["train"] = log.seconds
-        summary = timed("evaluate", self.evaluate, f"iter_{t}", self.policy_path(t))
+        self.phase_seconds.setdefault(t, {})["train"] = log.seconds
+        return log
+
+    def record(self, t: int, scored: Dataset, pairs: Dataset, pair_stats: dict[str, int], log: TrainLog,
+               summary: dict[str, Any]) -> dict[str, Any]:
+        """Iteration t's numbers, saved to ``stats.json``; the saved ones (with the wall times of
+        the run that made them) when the iteration finished before with the same settings."""
+        stats_path, stamp = self.iter_dir(t) / "stats.json", self.run.stamp(f"eval:iter_{t}")
+        if (done := read_json(stats_path, stamp, quiet=True)) is not None:
+            return done["stats"]
+        seconds = self.phase_seconds.get(t, {}) | {"evaluate": self.phase_seconds.get(f"iter_{t}", {}).get("evaluate", 0.0)}
         train_rows = len(self.training_pairs(t, pairs))
         rollout = read_json(self.iter_dir(t) / "rollout.json") or {}
         dpo_tokens = [h["num_tokens"] for h in log.history if "num_tokens" in h]
@@ -249,6 +270,15 @@ class OnlineLoop:
         write_stamped_json(stats_path, {"stats": stats}, stamp)
         return stats
 
+    def iteration(self, t: int) -> dict[str, Any]:
+        """One full iteration, the paper's five steps (notebook 04 shows them as its loop)."""
+        samples = self.generate(t)
+        scored = self.score(t, samples)
+        pairs, pair_stats = self.pair(t, scored)
+        log = self.train(t, pairs)
+        summary = self.evaluate(f"iter_{t}", self.policy_path(t))
+        return self.record(t, scored, pairs, pair_stats, log, summary)
+
     def steps_for(self, n_pairs: int) -> int:
         d = self.cfg.dpo
         return math.ceil(n_pairs / d.global_batch_size) * math.ceil(d.epochs)
@@ -257,12 +287,9 @@ class OnlineLoop:
         self.evaluate("sft", self.sft_path)
         out = []
         for t in range(1, self.cfg.online.iterations + 1):
-            stats = self.iteration(t)
+            out.append(self.iteration(t))
             if progress:
-                gold = f"gold {stats['gold_reward']:.3f}, win rate vs SFT {stats['win_rate_vs_sft']:.3f}, " if self.world else ""
-                print(f"iteration {t}: {stats['pairs']} pairs, {gold}proxy {stats['proxy_reward']:.3f}, "
-                      f"KL {stats['kl_to_ref']:.2f}, {stats['seconds']:.1f}s", flush=True)
-            out.append(stats)
+                print(progress_line(out[-1]), flush=True)
         return out
 
     # ------------------------------------------------------- offline baseline
@@ -285,31 +312,8 @@ class OnlineLoop:
         }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m rlhf_utils.online {generate,score,pair,iteration} --iteration T --preset P [--run-dir D]``."""
-    import sys
-
-    from .config import ConfigError
-    from .train import open_run, stage_parser
-
-    args = stage_parser("python -m rlhf_utils.online", ("generate", "score", "pair", "iteration")).parse_args(argv)
-    try:
-        cfg, run, world = open_run(args)
-        loop, t = OnlineLoop(cfg, run, world), args.iteration
-        if args.stage == "iteration":
-            print(json.dumps(loop.iteration(t), indent=2))
-            return 0
-        samples = loop.generate(t)
-        if args.stage in ("score", "pair"):
-            scored = loop.score(t, samples)
-            if args.stage == "pair":
-                print(json.dumps(loop.pair(t, scored)[1]))
-        print(f"{args.stage}: iteration {t} done under {loop.iter_dir(t)}")
-    except (ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"rlhf_utils.online: error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def progress_line(stats: dict[str, Any]) -> str:
+    """One line per finished iteration: pairs, held-out gold (toy world), proxy, KL, wall time."""
+    gold = f"gold {stats['gold_reward']:.3f}, win rate vs SFT {stats['win_rate_vs_sft']:.3f}, " if "gold_reward" in stats else ""
+    return (f"iteration {stats['iteration']}: {stats['pairs']} pairs, {gold}proxy {stats['proxy_reward']:.3f}, "
+            f"KL {stats['kl_to_ref']:.2f}, {stats['seconds']:.1f}s")

@@ -40,7 +40,7 @@ from .data import load_splits
 from .evaluation import gold_scores, kl_estimate, sample_eval, sequence_logprobs, win_rate
 from .models import load_causal_lm, load_tokenizer, resolve_device
 from .scoring import RewardScorer
-from .training import _fit, common_args, drop_long_prompts, lora_config
+from .trainers import _fit, common_args, drop_long_prompts, lora_config
 from .world import ToyWorld
 
 GENERATIONS_PER_PROMPT = 2  # fixed inside OnlineDPOTrainer (self.num_generations = 2); not configurable

@@ -23,7 +23,7 @@ def hardware_plan(cfg: Config) -> str:
     savers; the sampling backend and its shards. Two lines."""
     import torch
 
-    from .training import accumulation_steps
+    from .trainers import accumulation_steps
 
     procs = max(1, torch.cuda.device_count()) if resolve_device(cfg) == "cuda" else 1
     d = cfg.dpo

@@ -1,15 +1,34 @@
 """The module entry points fail fast, with one line naming the problem."""
 
-from rlhf_utils import online, train
+import subprocess
+import sys
+
+from rlhf_utils import stage
 
 
-def test_train_rejects_bad_override(tmp_path, capsys):
-    assert train.main(["dpo", "--run-dir", str(tmp_path), "--set", "online.k=1"]) == 2
+def test_stage_rejects_bad_override(tmp_path, capsys):
+    assert stage.main(["dpo", "--run-dir", str(tmp_path), "--set", "online.k=1"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("rlhf_utils.train: error: online.k") and len(err.splitlines()) == 1
+    assert err.startswith("rlhf_utils.stage: error: online.k") and len(err.splitlines()) == 1
 
 
 def test_online_phase_needs_earlier_stages(tmp_path, capsys):
-    assert online.main(["generate", "--iteration", "1", "--run-dir", str(tmp_path)]) == 2
+    assert stage.main(["generate", "--iteration", "1", "--run-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "run notebooks/01_sft.ipynb first" in err
+
+
+def test_dpo_stage_needs_the_iterations_pairs(tmp_path, capsys):
+    """A DPO rank reads the pairs from disk (it loads no judge); without them it names the command to run."""
+    from rlhf_utils.config import load_config
+    from rlhf_utils.data import prepare_data
+    from rlhf_utils.artifacts import RunDir
+
+    prepare_data(load_config("tiny"), RunDir.open(tmp_path, load_config("tiny")))
+    assert stage.main(["dpo", "--iteration", "2", "--run-dir", str(tmp_path)]) == 2
+    assert "python -m rlhf_utils.stage pair --iteration 2" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs():
+    out = subprocess.run([sys.executable, "-m", "rlhf_utils.stage", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "generate" in out.stdout and "offline_dpo" in out.stdout

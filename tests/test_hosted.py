@@ -56,7 +56,7 @@ def test_accelerate_configs_and_launch_command(tmp_path):
     run = RunDir(tmp_path)
     cmd = launch_command("dpo", run, iteration=2, config_file=CONFIG_DIR / "zero2.yaml", num_processes=8)
     assert cmd[1:3] == ["-m", "accelerate.commands.launch"]
-    assert cmd[cmd.index("--num_processes") + 1] == "8" and cmd[cmd.index("-m", 3) + 1] == "rlhf_utils.train"
+    assert cmd[cmd.index("--num_processes") + 1] == "8" and cmd[cmd.index("-m", 3) + 1] == "rlhf_utils.stage"
     assert cmd[-2:] == ["--iteration", "2"] and str(tmp_path / "config.yaml") in cmd
     assert launched("sft", run, tmp_path / "models/sft") is None, "no GPUs here: training stays in-process"
     RunDir.open(tmp_path / "paper", load_config("paper"))

@@ -45,7 +45,7 @@ def test_two_processes_match_one(tmp_path, capsys):
     cfg = load_config("tiny", SMALL)
     single, double = RunDir.open(tmp_path / "one", cfg), RunDir.open(tmp_path / "two", cfg)
     for stage, _ in STAGES:
-        args = [sys.executable, "-m", "rlhf_utils.train", stage, "--preset", str(single / "config.yaml"),
+        args = [sys.executable, "-m", "rlhf_utils.stage", stage, "--preset", str(single / "config.yaml"),
                 "--run-dir", str(single.path), "--iteration", "1"]
         subprocess.run(args, check=True, capture_output=True)
         launch(stage, double, iteration=1, num_processes=2, cpu=True)

@@ -7,7 +7,7 @@ import pytest
 from datasets import load_from_disk
 
 from conftest import deterministic_numbers
-from rlhf_utils import online
+from rlhf_utils import stage
 from rlhf_utils.config import load_config
 from rlhf_utils.pipeline import NOTEBOOKS, run_pipeline
 
@@ -146,7 +146,7 @@ def test_data_parallel_generation_keeps_every_prompt(tiny_run, tmp_path):
     shutil.copytree(run_dir, copy)
     shutil.rmtree(copy / "online/iter_1")
     args = ["generate", "--iteration", "1", "--run-dir", str(copy), "--set", "online.data_parallel_size=2"]
-    assert online.main(args) == 0
+    assert stage.main(args) == 0
     samples, single = load_from_disk(str(copy / "online/iter_1/samples")), load_from_disk(str(run_dir / "online/iter_1/samples"))
     assert samples["prompt"] == single["prompt"]
     assert all(len(r) == load_config("tiny").online.k for r in samples["responses"])

@@ -13,7 +13,7 @@ from rlhf_utils.artifacts import RunDir
 from rlhf_utils.config import Config, load_config, preset_path
 from rlhf_utils.data import build_toy_world_splits
 from rlhf_utils.models import load_causal_lm, prepare_initial_policy
-from rlhf_utils.training import common_args, train_sft
+from rlhf_utils.trainers import common_args, train_sft
 from rlhf_utils.world import ToyWorld
 
 

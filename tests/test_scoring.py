@@ -88,7 +88,7 @@ def test_accuracy_and_ranking_metrics():
 
 
 def test_long_prompts_dropped_with_count(tok, capsys):
-    from rlhf_utils.training import drop_long_prompts
+    from rlhf_utils.trainers import drop_long_prompts
 
     short = [{"role": "user", "content": "write positive about tea in 5 words with sun"}]
     long = [{"role": "user", "content": " ".join(["tea"] * 40)}]
