@@ -1,16 +1,21 @@
-"""Measuring policies against the toy world's gold reward.
+"""Measuring policies: the one evaluation protocol, and the numbers it is made of.
+
+Every policy (the SFT model, each online iteration, offline DPO, TRL's online peer) is measured
+by :func:`evaluate_policy`, and every comparison table is made from its frames by
+:func:`summarize`. The gold reward is an optional function ``gold(instruction, response)``:
+the toy world's, or None for hub data.
 
 Usage::
 
-    sampled = sample_eval(policy, tok, splits["eval_prompts"], cfg)
-    gold = gold_scores(world, sampled)          # one gold reward per (prompt, response)
-    float(np.mean(gold))
+    summary, frame = evaluate_policy(cfg, policy, tok, splits["eval_prompts"], judge=rm, reference=sft_model,
+                                     gold=world.gold_reward, baseline=sft_frame)
+    summary["win_rate_vs_sft"], frame[["prompt", "response", "proxy", "gold"]]
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -21,7 +26,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .config import Config
 from .data import prompt_text
 from .generation import HFGenerator
+from .models import resolve_device
 from .world import ToyWorld, parse_instruction
+
+GoldReward = Callable[[str, str], float]  # (instruction, response) -> the true reward; the toy world's
 
 
 def sample_eval(
@@ -48,8 +56,58 @@ def sample_eval(
     return pd.DataFrame(rows)
 
 
-def gold_scores(world: ToyWorld, frame: pd.DataFrame) -> np.ndarray:
-    return np.array([world.gold_reward(p, r) for p, r in zip(frame["prompt"], frame["response"])])
+def gold_scores(gold: GoldReward, frame: pd.DataFrame) -> np.ndarray:
+    """The gold reward of every (prompt, response) row."""
+    return np.array([gold(p, r) for p, r in zip(frame["prompt"], frame["response"])])
+
+
+def evaluate_policy(
+    cfg: Config, policy: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: Dataset, judge: Any,
+    reference: PreTrainedModel, gold: GoldReward | None = None, generator: Any | None = None,
+    baseline: pd.DataFrame | None = None,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Sample the held-out prompts and measure the answers; returns ``(summary, frame)``.
+
+    Answers come from :func:`sample_eval` (the eval settings and seed, the same for every model,
+    so differences come from the weights; ``generator``: the rollout's backend). Each answer gets
+    the judge's score (``proxy``, a reward model's ``score``), its length in words, its
+    log-probability under the policy and under ``reference`` (for the KL estimate) and, with
+    ``gold``, its gold reward. The summary is :func:`summarize` of the frame against ``baseline``.
+    """
+    frame = sample_eval(policy, tok, prompts, cfg, generator=generator)
+    messages = [[{"role": "user", "content": p}] for p in frame["prompt"]]
+    responses = list(frame["response"])
+    frame["proxy"] = np.concatenate(judge.score(messages, [[r] for r in responses]))
+    frame["length"] = frame["response"].str.split().str.len()
+    device, batch = resolve_device(cfg), cfg.online.score_batch_size
+    frame["logp"] = sequence_logprobs(policy, tok, messages, responses, device, batch)
+    frame["ref_logp"] = frame["logp"] if reference is policy else sequence_logprobs(reference, tok, messages, responses, device, batch)
+    if gold is not None:
+        frame["gold"] = gold_scores(gold, frame)
+    return summarize(frame, baseline), frame
+
+
+def summarize(frame: pd.DataFrame, baseline: pd.DataFrame | None = None) -> dict[str, float]:
+    """One model's numbers from its eval frame: proxy and gold reward, length, KL to the
+    reference; with ``baseline`` (the SFT model's frame, paired by position) the gold,
+    length-controlled and judge's win rates against it."""
+    out = {
+        "proxy_reward": float(frame["proxy"].mean()),
+        "mean_length": float(frame["length"].mean()),
+        "kl_to_ref": kl_estimate(frame["logp"].to_numpy(), frame["ref_logp"].to_numpy()),
+    }
+    has_gold = "gold" in frame
+    if has_gold:
+        out["gold_reward"] = float(frame["gold"].mean())
+    if baseline is not None:
+        if list(frame["prompt"]) != list(baseline["prompt"]):
+            raise ValueError("the baseline was sampled on other eval prompts; a win rate would pair unrelated samples")
+        if has_gold:
+            gold, base = frame["gold"].to_numpy(), baseline["gold"].to_numpy()
+            out["win_rate_vs_sft"] = win_rate(gold, base)
+            out["lc_win_rate_vs_sft"] = lc_win_rate(gold, base, frame["length"].to_numpy(), baseline["length"].to_numpy())
+        out["rm_win_rate_vs_sft"] = win_rate(frame["proxy"].to_numpy(), baseline["proxy"].to_numpy())
+    return out
 
 
 def teacher_frame(world: ToyWorld, prompts: Dataset, cfg: Config) -> pd.DataFrame:
@@ -113,7 +171,13 @@ def sequence_logprobs(
     model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: list[list[dict]], responses: list[str],
     device: str, batch_size: int = 256,
 ) -> np.ndarray:
-    """log pi(y | x) summed over the response tokens (its end token included), one per pair."""
+    """log pi(y | x) summed over the response tokens (its end token included), one per pair.
+
+    TRL's ``selective_log_softmax`` gathers each token's log-probability without materialising
+    a second batch x length x vocabulary tensor (the full ``log_softmax`` would, and with a
+    150K-token vocabulary that is the memory of this pass)."""
+    from trl.trainer.utils import selective_log_softmax
+
     model.to(device).eval()
     seqs, starts = [], []
     for p, r in zip(prompts, responses):
@@ -129,8 +193,8 @@ def sequence_logprobs(
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
         for j, s in enumerate(chunk):
             ids[j, : len(s)], mask[j, : len(s)] = torch.tensor(s), 1
-        logp = torch.log_softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(), -1)
-        token_logp = logp[:, :-1].gather(-1, ids[:, 1:, None].to(device))[..., 0].cpu()  # (B, T-1)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()  # (B, T, V)
+        token_logp = selective_log_softmax(logits[:, :-1], ids[:, 1:].to(device)).cpu()  # (B, T-1): log p(token t+1)
         for j, s in enumerate(chunk):
             out.append(float(token_logp[j, first[j] - 1 : len(s) - 1].sum()))
     return np.array(out)

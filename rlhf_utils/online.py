@@ -36,7 +36,7 @@ from datasets import Dataset, concatenate_datasets, load_from_disk
 from .artifacts import RunDir, atomic_dir, read_json, reusable, write_stamped_json
 from .config import Config
 from .data import load_splits, prompt_text, split_names
-from .evaluation import gold_scores, kl_estimate, sample_eval, sequence_logprobs, win_rate
+from .evaluation import GoldReward, evaluate_policy
 from .generation import make_generator, uses_vllm
 from .models import load_causal_lm, load_tokenizer, resolve_device
 from .launch import launched
@@ -86,7 +86,8 @@ class OnlineLoop:
     """The online iterative DPO loop over one run directory."""
 
     def __init__(self, cfg: Config, run: RunDir, world: ToyWorld | None):
-        self.cfg, self.run, self.world = cfg, run, world
+        self.cfg, self.run = cfg, run
+        self.gold: GoldReward | None = world.gold_reward if world else None  # the toy world's truth, if any
         self.phase_seconds: dict[int | str, dict[str, float]] = {}  # wall time of each phase this session
         o = cfg.online
         check_rule(o.selection, o.length_penalty)
@@ -156,8 +157,8 @@ class OnlineLoop:
         else:
             rewards = self.rm.score(prompts, responses)
         ds = samples.add_column("rewards", rewards)
-        if self.world:
-            gold = [[self.world.gold_reward(prompt_text(p), r) for r in rs] for p, rs in zip(prompts, responses)]
+        if self.gold:
+            gold = [[self.gold(prompt_text(p), r) for r in rs] for p, rs in zip(prompts, responses)]
             ds = ds.add_column("gold", gold)
         with atomic_dir(path, stamp) as tmp:
             ds.save_to_disk(str(tmp))
@@ -188,7 +189,8 @@ class OnlineLoop:
     # ------------------------------------------------------------- evaluation
     @_timed("evaluate")
     def evaluate(self, name: str, model_path: str) -> dict[str, Any]:
-        """Sample the held-out prompts once per model; gold and proxy scores, length, KL to the reference."""
+        """``evaluation.evaluate_policy`` of one model (the judge: the reward model; the KL reference:
+        the SFT model; win rates against the SFT model's samples), saved to ``eval/<name>.json``."""
         path, stamp = self.run / f"eval/{name}.json", self.run.stamp(f"eval:{name}")
         if (done := read_json(path, stamp)) is not None:
             return done["summary"]
@@ -197,27 +199,10 @@ class OnlineLoop:
         # The rollout's backend (vLLM or shards where configured; else HF generate on `model`).
         gen = make_generator(self.cfg, model_path, model, self.tok,
                              work_dir=self.run / f"eval/{name}.shards", config_path=self.run / "config.yaml")
-        frame = sample_eval(model, self.tok, self.splits["eval_prompts"], self.cfg, generator=gen)
-        prompts = [[{"role": "user", "content": p}] for p in frame["prompt"]]
-        frame["proxy"] = np.concatenate(self.rm.score(prompts, [[r] for r in frame["response"]]))
-        frame["length"] = frame["response"].str.split().str.len()
-        batch = self.cfg.online.score_batch_size
-        frame["logp"] = sequence_logprobs(model, self.tok, prompts, list(frame["response"]), self.device, batch)
         ref = model if model_path == self.sft_path else load_causal_lm(self.sft_path, self.cfg)
-        frame["ref_logp"] = sequence_logprobs(ref, self.tok, prompts, list(frame["response"]), self.device, batch)
-        summary = {
-            "proxy_reward": float(frame["proxy"].mean()),
-            "mean_length": float(frame["length"].mean()),
-            "kl_to_ref": kl_estimate(frame["logp"].to_numpy(), frame["ref_logp"].to_numpy()),
-        }
-        if self.world:
-            frame["gold"] = gold_scores(self.world, frame)
-            summary["gold_reward"] = float(frame["gold"].mean())
-        if name != "sft":
-            sft = self.eval_frame("sft")
-            if self.world:
-                summary["win_rate_vs_sft"] = win_rate(frame["gold"].to_numpy(), sft["gold"].to_numpy())
-            summary["rm_win_rate_vs_sft"] = win_rate(frame["proxy"].to_numpy(), sft["proxy"].to_numpy())
+        baseline = None if name == "sft" else self.eval_frame("sft")
+        summary, frame = evaluate_policy(self.cfg, model, self.tok, self.splits["eval_prompts"], self.rm, ref,
+                                         self.gold, generator=gen, baseline=baseline)
         summary["eval_seconds"] = time.time() - start
         write_stamped_json(path, {"summary": summary, "samples": frame.to_dict(orient="records")}, stamp)
         return summary
@@ -251,7 +236,7 @@ class OnlineLoop:
             "iteration": t,
             **{k: v for k, v in summary.items() if k != "eval_seconds"},
             "sample_proxy_reward": float(np.mean([np.mean(r) for r in scored["rewards"]])),
-            "sample_gold_reward": float(np.mean([np.mean(g) for g in scored["gold"]])) if self.world else None,
+            "sample_gold_reward": float(np.mean([np.mean(g) for g in scored["gold"]])) if self.gold else None,
             "pairs": pair_stats["pairs"],
             "prompts": pair_stats["prompts"],
             "pair_stats": pair_stats,

@@ -31,14 +31,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import pandas as pd
 from datasets import concatenate_datasets
 
 from .artifacts import RunDir
 from .config import Config
 from .data import load_splits
-from .evaluation import gold_scores, kl_estimate, sample_eval, sequence_logprobs, win_rate
-from .models import load_causal_lm, load_tokenizer, resolve_device
+from .evaluation import evaluate_policy
+from .models import load_causal_lm, load_tokenizer
 from .scoring import RewardScorer
 from .trainers import _fit, common_args, drop_long_prompts, lora_config
 from .world import ToyWorld
@@ -125,27 +125,16 @@ def run_online_dpo_peer(cfg: Config, run: RunDir, world: ToyWorld | None, total_
         processing_class=tok,
         peft_config=lora_config(cfg),
     )
-    log = _fit(trainer, output_dir)  # train, merge LoRA, save atomically (same path as our DPO stages)
+    log = _fit(trainer, output_dir, None)  # train, merge LoRA, save atomically (same path as our DPO stages)
     updates = trainer.state.global_step
 
-    # Evaluation: OnlineLoop.evaluate's protocol (same eval prompts, settings and seed).
+    # The one evaluation protocol (as OnlineLoop.evaluate: same prompts, settings, seed, judge and
+    # SFT reference): equal gold at a different KL is the interesting difference between the two schemes.
     policy = load_causal_lm(output_dir, cfg)
-    frame = sample_eval(policy, tok, splits["eval_prompts"], cfg)
-    if list(frame["prompt"]) != [s["prompt"] for s in sft_eval]:
-        raise ValueError("eval/sft.json was sampled on other eval prompts; the win rate would pair unrelated samples")
-    msgs = [[{"role": "user", "content": p}] for p in frame["prompt"]]
-    proxy = np.concatenate(scorer.score(msgs, [[r] for r in frame["response"]]))
-    gold = gold_scores(world, frame) if world else None
-    # KL to the SFT reference on the eval samples, as OnlineLoop.evaluate reports it: equal gold at
-    # a different KL is the interesting difference between the two schemes.
-    logps = [sequence_logprobs(m, tok, msgs, list(frame["response"]), resolve_device(cfg), o.score_batch_size)
-             for m in (policy, load_causal_lm(sft_path, cfg))]
+    summary, _ = evaluate_policy(cfg, policy, tok, splits["eval_prompts"], scorer, load_causal_lm(sft_path, cfg),
+                                 gold=world.gold_reward if world else None, baseline=pd.DataFrame(sft_eval))
     return {
-        "gold_reward": float(gold.mean()) if gold is not None else None,
-        "win_rate_vs_sft": win_rate(gold, np.array([s["gold"] for s in sft_eval])) if gold is not None else None,
-        "proxy_reward": float(proxy.mean()),
-        "mean_length": float(frame["response"].str.split().str.len().mean()),
-        "kl_to_ref": kl_estimate(*logps),
+        **summary,
         "samples_generated": reward.scored,  # counted at the reward function, not computed
         "updates": updates,
         "seconds": time.time() - start,

@@ -2,8 +2,8 @@
 
 Usage::
 
-    table = compare_models(run, world, cfg)            # one row per model, from the stage-4 eval samples
-    write_report(run, table, figures, summary_lines)   # <run>/report.md + PNG plots beside it
+    table, frames = compare_models(run, cfg, has_gold=True)    # one row per model, from the stage-4 eval samples
+    write_report(run, cfg, table, figures, summary_lines)      # <run>/report.md + PNG plots beside it
     export_alpaca_eval(frame, "iter_3", run / "exports/iter_3.alpaca_eval.json")
 """
 
@@ -19,7 +19,7 @@ import pandas as pd
 
 from .artifacts import RunDir, atomic_write_json, atomic_write_text
 from .config import Config
-from .evaluation import bootstrap_ci, lc_win_rate, win_rate
+from .evaluation import bootstrap_ci, summarize
 
 
 FIGURES = ("win_rates_and_kl", "lengths")  # the plots report.md embeds, saved as <name>.png beside it
@@ -40,19 +40,11 @@ def compare_models(run: RunDir, cfg: Config, has_gold: bool) -> tuple[pd.DataFra
     """One row per model: gold reward with its bootstrap CI, gold / length-controlled / RM win rates
     against SFT, mean length, KL to the reference. Samples are paired with SFT's by position."""
     frames = {name: load_samples(run, name) for name in model_names(cfg)}
-    sft = frames["sft"]
     rows = {}
     for name, f in frames.items():
-        row: dict[str, Any] = {"mean_length": float(f["length"].mean()), "kl_to_ref": float((f["logp"] - f["ref_logp"]).mean())}
-        row["proxy_reward"] = float(f["proxy"].mean())
-        row["rm_win_rate_vs_sft"] = win_rate(f["proxy"].to_numpy(), sft["proxy"].to_numpy())
+        rows[name] = summarize(f, baseline=frames["sft"])  # the SFT row is the baseline itself (win rates 0.5)
         if has_gold:
-            gold = f["gold"].to_numpy()
-            row["gold_reward"] = float(gold.mean())
-            row["gold_reward_ci"] = list(bootstrap_ci(gold, cfg.eval.bootstrap_samples, seed=cfg.runtime.seed))
-            row["win_rate_vs_sft"] = win_rate(gold, sft["gold"].to_numpy())
-            row["lc_win_rate_vs_sft"] = lc_win_rate(gold, sft["gold"].to_numpy(), f["length"].to_numpy(), sft["length"].to_numpy())
-        rows[name] = row
+            rows[name]["gold_reward_ci"] = list(bootstrap_ci(f["gold"].to_numpy(), cfg.eval.bootstrap_samples, seed=cfg.runtime.seed))
     return pd.DataFrame(rows).T, frames
 
 

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 
 from rlhf_utils.data import clean_preferences
 from rlhf_utils.evaluation import pairwise_accuracy, ranking_agreement
