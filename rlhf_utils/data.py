@@ -25,7 +25,11 @@ from datasets import Dataset, load_from_disk
 
 from .artifacts import RunDir, atomic_dir, reusable
 from .config import Config
+from .seeds import seed_for
 from .world import ToyWorld
+
+
+Messages = list[dict[str, str]]  # a conversation in TRL's format: [{"role": ..., "content": ...}, ...]
 
 
 def user(text: str) -> list[dict[str, str]]:
@@ -60,14 +64,14 @@ def _preference_rows(rows: list[dict[str, Any]]) -> dict[str, list]:
 def build_toy_world_splits(cfg: Config, world: ToyWorld) -> dict[str, Dataset]:
     """Every split of the toy world, deterministic in ``cfg.runtime.seed``."""
     w, seed = cfg.world, cfg.runtime.seed
-    pools = world.split_pool(w.n_eval_prompts, w.n_iteration_prompts, cfg.online.iterations, seed)
-    rng = random.Random(seed + 1)
+    pools = world.split_pool(w.n_eval_prompts, w.n_iteration_prompts, cfg.online.iterations, seed_for(seed, "data_splits"))
+    rng = random.Random(seed_for(seed, "sft_prompts"))
     sft_prompts = [rng.choice(pools["train"]) for _ in range(w.n_sft_prompts)]
     sft = {"messages": [user(i.text) + assistant(world.teacher_response(i, rng, w.teacher_skill)) for i in sft_prompts]}
     pair_args = dict(skill=w.teacher_skill, temperature=w.annotator_temperature, length_bias=w.annotator_length_bias)
-    train_pairs = world.preference_pairs(pools["train"], w.n_pref_prompts, seed + 2, **pair_args)
+    train_pairs = world.preference_pairs(pools["train"], w.n_pref_prompts, seed_for(seed, "preference_pairs"), **pair_args)
     # Held-out pairs live on the evaluation prompts, which no training stage ever sees.
-    test_pairs = world.preference_pairs(pools["eval"], w.n_eval_prompts, seed + 3, **pair_args)
+    test_pairs = world.preference_pairs(pools["eval"], w.n_eval_prompts, seed_for(seed, "held_out_pairs"), **pair_args)
     splits = {
         "sft": Dataset.from_dict(sft),
         "preference": Dataset.from_dict(_preference_rows(train_pairs)),

@@ -27,6 +27,7 @@ from .config import Config
 from .data import prompt_text
 from .generation import HFGenerator
 from .models import resolve_device
+from .seeds import seed_for
 from .world import ToyWorld, parse_instruction
 
 GoldReward = Callable[[str, str], float]  # (instruction, response) -> the true reward; the toy world's
@@ -46,7 +47,7 @@ def sample_eval(
     gen = generator or HFGenerator.from_config(model, tok, cfg)
     responses = gen.generate(
         list(prompts["prompt"]), e.samples_per_prompt, e.temperature, e.top_p, e.max_new_tokens,
-        seed=cfg.runtime.seed + 7919 + seed_offset,
+        seed=seed_for(cfg.runtime.seed, "eval_sampling", seed_offset),
     )
     rows = [
         {"prompt": prompt_text(p), "response": r}
@@ -112,7 +113,7 @@ def summarize(frame: pd.DataFrame, baseline: pd.DataFrame | None = None) -> dict
 
 def teacher_frame(world: ToyWorld, prompts: Dataset, cfg: Config) -> pd.DataFrame:
     """The teacher's own answers to the evaluation prompts: the level SFT imitates."""
-    rng = random.Random(cfg.runtime.seed + 11)
+    rng = random.Random(seed_for(cfg.runtime.seed, "teacher_answers"))
     rows = []
     for p in prompts["prompt"]:
         ins = parse_instruction(prompt_text(p))

@@ -53,11 +53,3 @@ def persistent_run_dir(preset: str) -> str:
         return str(Path("/kaggle/working/runs") / preset)
     return ""
 
-
-def colab_url(notebook: str) -> str:
-    owner_repo = REPO_URL.removeprefix("https://github.com/")
-    return f"https://colab.research.google.com/github/{owner_repo}/blob/main/notebooks/{notebook}"
-
-
-def badge_markdown(notebook: str) -> str:
-    return f"[![Open In Colab]({COLAB_BADGE})]({colab_url(notebook)})"

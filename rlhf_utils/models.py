@@ -40,6 +40,7 @@ from transformers import (
 
 from .artifacts import atomic_dir, reusable
 from .config import Config, TinyModelConfig
+from .seeds import seed_for
 
 PAD, UNK, EOS = "<pad>", "<unk>", "<|end|>"
 ROLE_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>"]
@@ -272,5 +273,5 @@ def prepare_scorer_start(cfg: Config, run, which: str) -> str:
     tok_path = run.require("models/init", "01_sft.ipynb", "init")
     tok = load_tokenizer(tok_path, cfg)
     build = build_tiny_reward_model if which == "reward_model" else build_tiny_causal_lm
-    model = build(cfg.models.tiny, tok, cfg.runtime.seed + 1)
+    model = build(cfg.models.tiny, tok, seed_for(cfg.runtime.seed, "scorer_init"))
     return str(save_pretrained(model, tok, run / f"models/{which}_init", stamp))

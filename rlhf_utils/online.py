@@ -42,6 +42,7 @@ from .models import load_causal_lm, load_tokenizer, resolve_device
 from .launch import launched
 from .pairs import check_rule, select_pairs
 from .scoring import PreferenceScorer, RewardScorer
+from .seeds import seed_for
 from .trainers import TrainLog, drop_long_prompts, train_dpo
 from .world import ToyWorld
 
@@ -138,7 +139,8 @@ class OnlineLoop:
         gen = make_generator(self.cfg, self.policy_path(t - 1), None, self.tok,
                              work_dir=self.iter_dir(t) / "shards", config_path=self.run / "config.yaml")
         responses = gen.generate(
-            prompts, o.k, o.temperature, o.top_p, o.max_new_tokens, seed=self.cfg.runtime.seed + 1000 * t, tag=f"generate:{t}"
+            prompts, o.k, o.temperature, o.top_p, o.max_new_tokens, seed=seed_for(self.cfg.runtime.seed, "rollout", t),
+            tag=f"generate:{t}",
         )
         ds = Dataset.from_dict({"prompt": prompts, "responses": responses})
         write_stamped_json(self.iter_dir(t) / "rollout.json", {"new_tokens": gen.new_tokens, "seconds": time.time() - start}, stamp)
@@ -173,7 +175,7 @@ class OnlineLoop:
         o = self.cfg.online
         rows, stats = select_pairs(
             list(scored["prompt"]), list(scored["responses"]), list(scored["rewards"]),
-            o.selection, o.length_penalty, o.margin, seed=self.cfg.runtime.seed + t,
+            o.selection, o.length_penalty, o.margin, seed=seed_for(self.cfg.runtime.seed, "pair_rule", t),
         )
         if not rows:
             raise ValueError(f"iteration {t}: no prompt gave a pair ({stats}); check online.margin and the scorer")

@@ -22,8 +22,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from .data import Messages
+
 RULES = ("max_min", "max_random", "random", "max_min_p")
-Messages = list[dict[str, str]]
 
 
 def check_rule(rule: str, length_penalty: float) -> None:

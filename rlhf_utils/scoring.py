@@ -26,9 +26,9 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .config import Config
+from .data import Messages
 from .models import load_causal_lm, load_reward_model, load_tokenizer, resolve_device
 
-Messages = list[dict[str, str]]
 PAD_TOKEN = "<|pad|>"
 
 

@@ -28,14 +28,11 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-RECIPE_DIR = Path(__file__).resolve().parents[1] / "data_recipes"
 TEMPLATE = "write {sentiment} about {topic} in {length} words with {required}"
-SPLITS = ("train", "eval")  # iteration splits are "iteration_1", "iteration_2", ...
 
 
 @dataclass(frozen=True)
@@ -75,7 +72,9 @@ class ToyWorld:
 
     @classmethod
     def from_recipe(cls, name: str = "toy_world") -> "ToyWorld":
-        path = Path(name) if name.endswith(".yaml") else RECIPE_DIR / f"{name}.yaml"
+        from .recipes import recipe_path  # the one resolver of recipe names and paths
+
+        path = recipe_path(name)
         with open(path) as fh:
             recipe = yaml.safe_load(fh)
         if recipe.get("kind") != "toy_world":

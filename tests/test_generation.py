@@ -97,7 +97,7 @@ def test_generation_backs_off_when_gpu_memory_runs_out(tok, tiny_cfg, capsys):
         rows = kwargs["input_ids"].shape[0] * kwargs["num_return_sequences"]
         rows_seen.append(rows)
         if rows > 8:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
         return real_generate(**kwargs)
 
     model.generate = generate_with_small_memory

@@ -21,7 +21,8 @@ def test_every_notebook_starts_with_the_setup_cell_and_a_badge():
         nb = json.loads((NOTEBOOK_DIR / name).read_text())
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
         assert "".join(code[0]["source"]) == hosted.SETUP_CELL, f"{name}: setup cell differs from rlhf_utils.hosted"
-        assert hosted.colab_url(name) in "".join(nb["cells"][0]["source"]), f"{name}: no Colab badge"
+        colab = f"https://colab.research.google.com/github/{hosted.REPO_URL.removeprefix('https://github.com/')}/blob/main/notebooks/{name}"
+        assert colab in "".join(nb["cells"][0]["source"]), f"{name}: no Colab badge"
         assert "parameters" in code[1]["metadata"].get("tags", []), f"{name}: parameters must follow the setup cell"
 
 
