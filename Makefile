@@ -24,8 +24,13 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(BIN)/rlhf-workflow run --preset $(PRESET) $(ARGS)
 
+# nbval executes the committed notebooks first, into a scratch runs dir that starts empty; the
+# end-to-end tests then compare their own run with it (the same seed gives the same numbers).
+TEST_RUNS := $(CURDIR)/runs/.make-test
 test: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg tests notebooks
+	rm -rf $(TEST_RUNS)
+	RLHF_RUNS_DIR=$(TEST_RUNS) $(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax \
+		--nbval-sanitize-with notebooks/nbval_sanitize.cfg notebooks tests
 
 unit: setup
 	$(BIN)/python -m pytest -q -m "not e2e" tests

@@ -1,9 +1,12 @@
 """rlhf_utils: the helper package behind the RLHF Workflow notebooks.
 
-Modules, one concept each: ``config`` (presets), ``world`` (the toy task and its gold
-reward), ``data`` (datasets), ``recipes`` (hub mixtures), ``models`` (tokenizers and
-models), ``generation`` (sampling), ``training`` (TRL trainers), ``evaluation``,
-``artifacts`` (the run dir), ``pipeline`` (papermill runner), ``cli``.
+Modules, one concept each: ``config`` (paper defaults, presets as diffs), ``world`` (the toy
+task and its gold reward), ``data`` and ``recipes`` (datasets, hub mixtures), ``models``
+(tokenizers and models), ``trainers`` (TRL trainers), ``generation`` (sampling backends),
+``scoring`` (the judges), ``pairs`` (pair rules), ``online`` (the iterative DPO loop),
+``evaluation`` (the one evaluation protocol), ``report``, ``fingerprints`` (what each
+artifact depends on), ``artifacts`` (the run dir), ``seeds``, ``stage`` (module entry
+points), ``pipeline`` and ``cli`` (the runner).
 """
 
 import logging

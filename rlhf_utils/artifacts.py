@@ -6,17 +6,21 @@ Layout of ``runs/<preset>/``::
     results.json         every stage adds its numbers under its own key
     manifest.json        written by the runner: versions, git commit, artifacts
     data/<split>/        datasets (save_to_disk)
-    models/<name>/       safetensors checkpoints with their tokenizer
+    models/<name>/       safetensors checkpoints with their tokenizer (init, sft, reward_model, iter_<t>, ...)
+    online/iter_<t>/     iteration t's samples, scores, pairs and stats
+    eval/<model>.json    each model's held-out samples and summary
     notebooks/           the executed notebooks (runner only)
 
 Everything is written to a temporary name and renamed into place, so an interrupted run
-never leaves a half-written file that a later stage would trust.
+never leaves a half-written file that a later stage would trust. Each artifact carries its
+fingerprint (``rlhf_utils.fingerprints``) and a digest of its files, written once when it is
+finished; :func:`reusable` decides whether a phase may reuse it.
 
 Usage::
 
     run = RunDir.open("", cfg)                    # default: <repo>/runs/<preset>
     run.update_results("sft", {"gold_reward": 0.61})
-    sft_dir = run.require("models/sft", "01_sft.ipynb")
+    sft_dir = run.require("models/sft", "01_sft.ipynb", "sft")   # present, and made with these settings
 """
 
 from __future__ import annotations
@@ -127,8 +131,8 @@ def is_complete(path: str | Path) -> bool:
     """
     path = Path(path)
     digest = stored_digest(path)
-    if digest is None:
-        return False
+    if digest is None or not all(isinstance(v, dict) for v in digest.values()):
+        return False  # unfinished, or finished by a version that recorded no sizes: redone
     files = {str(f.relative_to(path)): f for f in _files(path)}
     ok = set(files) == set(digest)
     for name, f in files.items() if ok else ():
@@ -137,7 +141,7 @@ def is_complete(path: str | Path) -> bool:
             ok = False
             break
     if not ok:
-        print(f"{path}: contents do not match the digest written when it was finished; redoing that phase")
+        print(f"{display_path(path)}: contents do not match the digest written when it was finished; redoing that phase")
         shutil.rmtree(path, ignore_errors=True)
     return ok
 
@@ -153,7 +157,7 @@ def _say(path: Path, stamp: Stamp, changes: list[str]) -> None:
 def display_path(path: str | Path) -> str:
     """A path as a reader wants it (``runs/tiny/models/sft``), never the machine's absolute path."""
     parts = Path(path).parts
-    for anchor in ("runs", "bench", "sweeps"):
+    for anchor in ("runs", "bench"):
         if anchor in parts:
             return str(Path(*parts[parts.index(anchor):]))
     return str(Path(*parts[-3:]))
@@ -218,8 +222,13 @@ def crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+RUNS_ENV = "RLHF_RUNS_DIR"
+
+
 def default_run_dir(preset: str) -> Path:
-    return REPO_ROOT / "runs" / Path(preset).stem
+    """``runs/<preset>`` at the repository root, or under ``$RLHF_RUNS_DIR`` when that is set
+    (``make test`` points it at a scratch folder, so a user's own ``runs/tiny`` is left alone)."""
+    return Path(os.environ.get(RUNS_ENV) or REPO_ROOT / "runs") / Path(preset).stem
 
 
 class RunDir:

@@ -13,7 +13,7 @@ Two ways to spend the same sampling budget on the same prompts, reward model and
   out of 2 samples (not best-vs-worst of K), and no sample is ever reused.
 
 :func:`run_online_dpo_peer` matches the budget in *generated samples* and evaluates the
-result exactly like ``OnlineLoop.evaluate``, so its numbers sit beside ``results.json``.
+result with the loop's own protocol (``evaluation.evaluate_policy``), so its numbers sit beside ``results.json``.
 
 Usage::
 

@@ -71,11 +71,15 @@ def run_training(stage: str, cfg, run, world, t: int) -> None:
         elif stage in ("reward_model", "preference_model"):
             pairs = clean_preferences(splits["preference"], "preference")
             start = prepare_scorer_start(cfg, run, stage)
-        elif stage == "dpo":  # the pairs come from `... stage pair`: a DPO rank loads no judge
+        elif stage == "dpo":
+            from .artifacts import reusable
             from .online import training_pairs
 
-            notebook = f"04_online_iterative_dpo.ipynb (or `python -m rlhf_utils.stage pair --iteration {t}`)"
-            pairs = load_from_disk(str(run.require(f"online/iter_{t}/pairs", notebook, f"pair:{t}")))
+            # The pairs come from the pair step (notebook 04 makes them before it launches DPO), so a DPO
+            # rank loads no judge; run from a script without them, the first process makes them here.
+            if state.is_main_process and not reusable(run.iter_dir(t) / "pairs", run.stamp(f"pair:{t}"), quiet=True):
+                run_sampling("pair", cfg, run, world, t)
+            pairs = load_from_disk(str(run.require(f"online/iter_{t}/pairs", "04_online_iterative_dpo.ipynb", f"pair:{t}")))
             pairs = training_pairs(run, t, pairs)
     if stage == "sft":
         log = train_sft(cfg, start, splits["sft"], run / "models/sft", stamp=run.stamp("sft"))

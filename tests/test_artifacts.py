@@ -47,3 +47,25 @@ def test_digest_detects_damage_and_ignores_dataset_caches(tmp_path, capsys):
     assert not is_complete(tmp_path / "a") and not (tmp_path / "a").exists()
     assert "do not match the digest" in capsys.readouterr().out
     assert not is_complete(tmp_path / "never-written")
+
+
+def test_digest_check_reads_a_file_again_only_when_its_time_changed(tmp_path, monkeypatch):
+    """A finished artifact is hashed once, when written; a resume check only stats its files. A copy
+    without preserved times is hashed again (and accepted); an edit of the same size is caught."""
+    import os
+
+    from rlhf_utils import artifacts
+
+    with atomic_dir(tmp_path / "a") as tmp:
+        (tmp / "weights").write_bytes(b"0123456789")
+    hashed = []
+    real = artifacts.file_digest
+    monkeypatch.setattr(artifacts, "file_digest", lambda p: hashed.append(p.name) or real(p))
+    assert artifacts.is_complete(tmp_path / "a") and hashed == [], "an untouched artifact is not read again"
+    weights = tmp_path / "a" / "weights"
+    st = weights.stat()
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # as `cp -r` without -p leaves it
+    assert artifacts.is_complete(tmp_path / "a") and hashed == ["weights"]
+    weights.write_bytes(b"0123456780")  # same size, other bytes, written later (a later mtime)
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 2 * 10**9))
+    assert not artifacts.is_complete(tmp_path / "a")

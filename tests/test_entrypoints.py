@@ -18,15 +18,15 @@ def test_online_phase_needs_earlier_stages(tmp_path, capsys):
     assert "run notebooks/01_sft.ipynb first" in err
 
 
-def test_dpo_stage_needs_the_iterations_pairs(tmp_path, capsys):
-    """A DPO rank reads the pairs from disk (it loads no judge); without them it names the command to run."""
+def test_dpo_stage_without_pairs_makes_them_from_the_earlier_stages(tmp_path, capsys):
+    """Without iteration 2's pairs the DPO stage samples and pairs first, which needs the SFT model."""
+    from rlhf_utils.artifacts import RunDir
     from rlhf_utils.config import load_config
     from rlhf_utils.data import prepare_data
-    from rlhf_utils.artifacts import RunDir
 
     prepare_data(load_config("tiny"), RunDir.open(tmp_path, load_config("tiny")))
     assert stage.main(["dpo", "--iteration", "2", "--run-dir", str(tmp_path)]) == 2
-    assert "python -m rlhf_utils.stage pair --iteration 2" in capsys.readouterr().err
+    assert "run notebooks/01_sft.ipynb first" in capsys.readouterr().err
 
 
 def test_module_entry_point_runs():

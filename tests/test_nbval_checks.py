@@ -7,6 +7,8 @@ file, as ``make test`` runs it) after a cell that sets ``results`` to this machi
 * as measured, and with every number nudged (in the last digits, and by a few hundredths, as
   another CPU's kernels would move them): the check passes;
 * with a result key renamed, a summary line gone, or its wording changed: the check fails.
+
+All variants run in one nbval session (one pytest process), to keep the suite short.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import copy
 import json
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import nbformat
@@ -36,71 +39,85 @@ def checked_cells(name: str) -> list[nbformat.NotebookNode]:
 
 
 def nudge(value, step: float):
-    """Every float moved by ``step`` (relative) plus a last-digit shift, as another CPU would move it."""
+    """Every measured float moved by ``step`` (relative) plus a last-digit shift, as another CPU would
+    move it; whole-number floats are counts (comparisons per prompt), the same on every machine."""
     if isinstance(value, dict):
         return {k: nudge(v, step) for k, v in value.items()}
     if isinstance(value, list):
         return [nudge(v, step) for v in value]
-    if isinstance(value, float):
+    if isinstance(value, float) and not value.is_integer():
         return value * (1 + step) + 0.0007
     return value
 
 
-def nbval(tmp_path: Path, results: dict, edit=None) -> dict[str, bool]:
-    """Run the checked cells of every committed notebook under nbval; notebook name -> passed."""
-    paths = {}
-    for name in NOTEBOOKS:
-        cells = copy.deepcopy(checked_cells(name))
-        if edit:
-            edit(name, cells)
-        (tmp_path / f"{name}.results.json").write_text(json.dumps(results))
-        setup = nbformat.v4.new_code_cell(f"import json\nresults = json.load(open({str(tmp_path / f'{name}.results.json')!r}))")
-        nb = nbformat.v4.new_notebook(cells=[setup, *cells])
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        paths[name] = tmp_path / name
-        nbformat.write(nb, paths[name])
-    report = tmp_path / "report.xml"
-    subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
-         "--nbval-sanitize-with", str(SANITIZE), f"--junitxml={report}", *map(str, paths.values())],
-        capture_output=True, text=True, timeout=600,
-    )
-    import xml.etree.ElementTree as ET
-
-    failed = {name: False for name in NOTEBOOKS}
-    for case in ET.parse(report).iter("testcase"):
-        if case.find("failure") is not None or case.find("error") is not None:
-            failed[next(n for n in NOTEBOOKS if n in case.get("classname", "") + case.get("file", "") + case.get("name", ""))] = True
-    return {name: not bad for name, bad in failed.items()}
-
-
-def test_checks_tolerate_another_cpus_numbers(tiny_run, tmp_path):
-    _, results = tiny_run
-    for step in (0.0, 0.001, -0.03):
-        outcome = nbval(tmp_path / f"step{step}", nudge(results, step))
-        assert all(outcome.values()), f"numbers nudged by {step:+.3f}: {outcome}"
-
-
-def test_checks_catch_a_renamed_key(tiny_run, tmp_path):
-    _, results = tiny_run
+def rename_keys(results: dict) -> dict:
     broken = copy.deepcopy(results)
     broken["sft"]["gold"] = broken["sft"].pop("gold_reward")
     broken["online_dpo"]["iterations"][0]["win_rate"] = broken["online_dpo"]["iterations"][0].pop("win_rate_vs_sft")
-    outcome = nbval(tmp_path, broken)
-    assert not outcome["01_sft.ipynb"] and not outcome["04_online_iterative_dpo.ipynb"]
-    assert outcome["02_reward_model.ipynb"], "an untouched notebook still passes"
+    return broken
 
 
-def test_checks_catch_a_lost_line_and_changed_wording(tiny_run, tmp_path):
+def lose_a_line_and_reword(name: str, cells: list) -> None:
+    src = cells[0].source
+    if name == "02_reward_model.ipynb":  # a summary line that disappears
+        cells[0].source = "\n".join(line for line in src.splitlines() if "Reward-length correlation" not in line)
+    if name == "03_preference_model.ipynb":  # its wording changes
+        cells[0].source = src.replace("held-out accuracy", "accuracy on held-out pairs")
+
+
+@pytest.fixture(scope="module")
+def outcome(tiny_run, tmp_path_factory) -> dict[str, dict[str, bool]]:
+    """variant -> notebook -> whether nbval passed it."""
     _, results = tiny_run
+    variants = {
+        "as_measured": (results, None),
+        "last_digits": (nudge(results, 0.001), None),
+        "hundredths": (nudge(results, -0.03), None),
+        "renamed_key": (rename_keys(results), None),
+        "lost_line_and_wording": (results, lose_a_line_and_reword),
+    }
+    root = tmp_path_factory.mktemp("nbval_checks")
+    paths = {}
+    for variant, (values, edit) in variants.items():
+        (root / variant).mkdir()
+        (root / variant / "results.json").write_text(json.dumps(values))
+        for name in NOTEBOOKS:
+            cells = copy.deepcopy(checked_cells(name))
+            if edit:
+                edit(name, cells)
+            setup = nbformat.v4.new_code_cell(f"import json\nresults = json.load(open({str(root / variant / 'results.json')!r}))")
+            nb = nbformat.v4.new_notebook(cells=[setup, *cells])
+            nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+            paths[variant, name] = root / variant / name
+            nbformat.write(nb, paths[variant, name])
+    report = root / "report.xml"
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
+         "--nbval-sanitize-with", str(SANITIZE), f"--junitxml={report}", "--rootdir", str(root), *map(str, paths.values())],
+        capture_output=True, text=True, timeout=900, cwd=root,
+    )
+    failed = set()
+    for case in ET.parse(report).iter("testcase"):
+        if case.find("failure") is not None or case.find("error") is not None:
+            where = case.get("classname", "") + "/" + case.get("file", "")
+            failed |= {key for key in paths if key[0] in where and key[1].removesuffix(".ipynb") in where}
+    ran = {c.get("classname", "") for c in ET.parse(report).iter("testcase")}
+    assert len(ran) >= len(variants), f"nbval did not run every variant: {sorted(ran)}"
+    return {v: {n: (v, n) not in failed for n in NOTEBOOKS} for v in variants}
 
-    def edit(name, cells):
-        src = cells[0].source
-        if name == "02_reward_model.ipynb":  # a summary line that disappears
-            cells[0].source = "\n".join(line for line in src.splitlines() if "Reward-length correlation" not in line)
-        if name == "03_preference_model.ipynb":  # its wording changes
-            cells[0].source = src.replace("held-out accuracy", "accuracy on held-out pairs")
 
-    outcome = nbval(tmp_path, results, edit)
-    assert not outcome["02_reward_model.ipynb"] and not outcome["03_preference_model.ipynb"]
-    assert outcome["01_sft.ipynb"] and outcome["05_evaluation.ipynb"]
+def test_checks_tolerate_another_cpus_numbers(outcome):
+    for variant in ("as_measured", "last_digits", "hundredths"):
+        assert all(outcome[variant].values()), f"{variant}: {outcome[variant]}"
+
+
+def test_checks_catch_a_renamed_key(outcome):
+    got = outcome["renamed_key"]
+    assert not got["01_sft.ipynb"] and not got["04_online_iterative_dpo.ipynb"]
+    assert got["02_reward_model.ipynb"], "an untouched notebook still passes"
+
+
+def test_checks_catch_a_lost_line_and_changed_wording(outcome):
+    got = outcome["lost_line_and_wording"]
+    assert not got["02_reward_model.ipynb"] and not got["03_preference_model.ipynb"]
+    assert got["01_sft.ipynb"] and got["05_evaluation.ipynb"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -12,7 +13,9 @@ from nbformat.v4 import new_code_cell, new_notebook, new_output
 from rlhf_utils.notebook_outputs import clean_file, clean_outputs
 from rlhf_utils.pipeline import NOTEBOOK_DIR, NOTEBOOKS, REPO_ROOT
 
-ROOT = REPO_ROOT  # paths of "the machine that ran it" in the synthetic notebooks
+# Paths of "the machine that ran it" in the synthetic notebooks: a fixed root outside /tmp, so the
+# counts below do not depend on where this clone lives (CI may clone it under /tmp).
+ROOT = Path("/home/someone/rlhf-workflow")
 MARK = "# NBVAL_CHECK_OUTPUT"
 BAR = "\rgenerate:  50%|█████     | 128/256 [00:00<00:00, 678.07prompt/s]"
 LOAD_REPORT = (
