@@ -30,7 +30,7 @@ from .config import Config
 
 # phase: (configuration keys it reads, phases it is built from). A section name ("sft") stands
 # for every key in it. "{t}" is the online iteration and "{t-1}" the one before; "policy:0" is
-# the SFT model. Three upstream names are resolved from the configuration, in `_upstream`:
+# the SFT model. Four upstream names are resolved from the configuration, in `_upstream`:
 # "start:<model>" (models.<model>: this run's SFT, the tiny init, or a hub id already among the
 # keys), "judge" (online.scorer), "reference:{t}" (online.reference) and "earlier_pairs:{t}"
 # (iterations 1..t-1's pairs when online.accumulate is on).

@@ -38,7 +38,7 @@ from .config import Config
 from .data import load_splits, prompt_text, split_names
 from .evaluation import GoldReward, evaluate_policy
 from .generation import make_generator, uses_vllm
-from .models import load_causal_lm, load_tokenizer, resolve_device
+from .models import load_causal_lm, load_tokenizer
 from .launch import launched
 from .pairs import check_rule, select_pairs
 from .scoring import PreferenceScorer, RewardScorer
@@ -102,7 +102,6 @@ class OnlineLoop:
             self.splits[name] = drop_long_prompts(self.splits[name], self.tok, cfg.data.max_prompt_length, name)
             if len(self.splits[name]) == 0:
                 raise ValueError(f"{name}: has no prompts; the online loop needs fresh prompts every iteration")
-        self.device = resolve_device(cfg)
         self.rm = RewardScorer.load(str(run.require("models/reward_model", "02_reward_model.ipynb", "reward_model")), cfg)
         self.pm = (
             PreferenceScorer.load(str(run.require("models/preference_model", "03_preference_model.ipynb", "preference_model")), cfg)
