@@ -10,7 +10,7 @@ PRESET ?= tiny
 ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: setup run test unit nbval bench notebooks gpu-smoke clean
+.PHONY: setup run test unit nbval bench sweep notebooks gpu-smoke clean
 
 setup: $(VENV)/.installed
 
@@ -41,6 +41,11 @@ nbval: setup
 SEEDS ?= 3
 bench: setup
 	$(BIN)/rlhf-workflow bench --preset $(PRESET) --seeds $(SEEDS) $(ARGS)
+
+# The paper's ablations over seeds: runs/sweeps/<grid>/report.{json,md} and a PNG per knob.
+GRID ?= sweeps/paper_ablations.yaml
+sweep: setup
+	$(BIN)/rlhf-workflow sweep --preset $(PRESET) --grid $(GRID) --seeds $(SEEDS) $(ARGS)
 
 # Hardware-only: the tiny preset on CUDA in bf16 (HF backend), then HF sampling throughput per
 # batch size and KV cache (GEN_MODEL: any saved policy or hub id), e.g.

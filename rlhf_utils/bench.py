@@ -74,7 +74,7 @@ def _time_iteration(base: Path, dest: Path, preset: str, overrides: dict[str, An
     run = RunDir(dest, cfg)
     if double_prompts:  # twice the fresh prompts: iteration 1's and iteration 2's together (a timing probe only)
         both = concatenate_datasets([load_from_disk(str(base / f"data/iteration_{t}")) for t in (1, 2)])
-        with atomic_dir(dest / "data/iteration_1", run.stamp("data")) as tmp:
+        with atomic_dir(dest / "data/iteration_1", run.stamp("prompts")) as tmp:
             both.save_to_disk(str(tmp))
     world = ToyWorld.from_recipe(cfg.data.recipe) if cfg.data.recipe == "toy_world" else None
     stats = OnlineLoop(cfg, run, world).iteration(1)

@@ -9,6 +9,7 @@ Usage::
     rlhf-workflow presets                               # list the presets
     rlhf-workflow notebooks                             # re-execute the committed notebooks in place
     rlhf-workflow bench --preset tiny --seeds 3         # the benchmark: bench/report.json and bench/report.md
+    rlhf-workflow sweep --preset tiny --grid sweeps/paper_ablations.yaml --seeds 3 [--out DIR] [--resume]
     rlhf-workflow bench-generation --model runs/tiny/models/sft --batch-sizes 64 256 --caches dynamic static
 
 A bad preset, key or value exits with status 2 and one line naming the key, before any work.
@@ -74,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-scaling", action="store_true", help="skip the scaling measurements")
     bench.add_argument("--no-peer", action="store_true", help="skip TRL's fully online peer")
 
+    sweep = sub.add_parser("sweep", help="run a grid of variants over seeds; write <out>/report.{json,md} and plots")
+    _add_config_args(sweep)
+    sweep.add_argument("--grid", required=True, help="grid file, e.g. sweeps/paper_ablations.yaml")
+    sweep.add_argument("--seeds", type=int, default=3, help="number of seeds, counted up from runtime.seed")
+    sweep.add_argument("--out", default=None, help="output directory (default: runs/sweeps/<grid name>)")
+    sweep.add_argument("--resume", action="store_true", help="keep finished variants and artifacts; redo the rest")
+
     gen = sub.add_parser("bench-generation", help="tokens/s of HF sampling per batch size and KV cache")
     _add_config_args(gen)
     gen.add_argument("--model", required=True, help="a saved policy (directory or hub id), e.g. runs/tiny/models/sft")
@@ -123,6 +131,15 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--seeds: must be >= 1 (got {args.seeds})")
             run_bench(args.preset, args.seeds, args.out, _overrides(args), not args.no_scaling, not args.no_peer)
             print((Path(args.out) / "report.md").read_text())
+        elif args.command == "sweep":
+            from .artifacts import default_run_dir
+            from .sweep import run_sweep
+
+            if args.seeds < 1:
+                raise ConfigError(f"--seeds: must be >= 1 (got {args.seeds})")
+            out = Path(args.out) if args.out else default_run_dir("sweeps") / Path(args.grid).stem
+            run_sweep(args.preset, args.grid, args.seeds, out, _overrides(args), resume=args.resume)
+            print((out / "report.md").read_text())
         elif args.command == "bench-generation":
             from .bench import generation_throughput
 

@@ -21,7 +21,7 @@ any problem (an unknown key, a wrong type, a value out of range) raises
 :class:`ConfigError` whose message names the key.
 
 Our names and the library arguments they become (the mapping lives in
-``rlhf_utils/training.py``: ``common_args`` and the stage trainers), where they differ:
+``rlhf_utils/trainers.py``: ``common_args`` and the stage trainers), where they differ:
 
 - ``epochs`` -> TrainingArguments ``num_train_epochs``
 - ``lr_scheduler`` -> ``lr_scheduler_type``
@@ -181,6 +181,7 @@ class OnlineSettings:
 
     iterations: int = 3  # online DPO iterations, each on fresh prompts (paper: 3)
     k: int = 8  # responses sampled per prompt (paper: 8; some runs 4)
+    prompts_per_iteration: int = 0  # take the first N of each iteration's prompt set; 0 = all of it (paper: all 20K)
     temperature: float = 1.0  # sampling temperature (paper: 1.0)
     top_p: float = 1.0  # nucleus sampling (paper: 1.0)
     max_new_tokens: int = 2048  # response length cap (paper: 2048)
@@ -555,7 +556,7 @@ def validate(cfg: Config) -> None:
     _require(0 < o.top_p <= 1, "online.top_p", "must be in (0, 1]", o.top_p)
     _require(0 < o.vllm_gpu_memory_utilization <= 1, "online.vllm_gpu_memory_utilization", "must be in (0, 1]",
              o.vllm_gpu_memory_utilization)
-    _non_negative(o, "online", "length_penalty", "margin")
+    _non_negative(o, "online", "length_penalty", "margin", "prompts_per_iteration")
     _require(
         not (o.accumulate and o.reference == "previous"),
         "online.accumulate",

@@ -4,7 +4,8 @@
 * ``preference`` / ``preference_test``: ``prompt`` (messages ending in a user turn),
   ``chosen`` and ``rejected`` (one assistant message each); the toy world adds
   ``category`` and the gold reward of both sides.
-* ``iteration_<t>`` and ``eval_prompts``: ``prompt``.
+* ``iteration_<t>`` and ``eval_prompts``: ``prompt`` (the iteration sets carry their own
+  fingerprint, ``prompts``: see ``rlhf_utils.fingerprints``).
 
 For the tiny preset they are generated from the toy world (disjoint prompt splits, seeded);
 for the real presets they come from the data recipe's hub mixture (``rlhf_utils.recipes``).
@@ -45,9 +46,21 @@ def prompt_text(prompt: list[dict[str, str]]) -> str:
     return prompt[-1]["content"]
 
 
+DATA_SPLITS = ["sft", "preference", "preference_test", "eval_prompts"]
+
+
+def iteration_names(cfg: Config) -> list[str]:
+    """``iteration_1`` .. ``iteration_T``: each online iteration's fresh prompts (the ``prompts`` phase)."""
+    return [f"iteration_{t + 1}" for t in range(cfg.online.iterations)]
+
+
 def split_names(cfg: Config) -> list[str]:
-    iters = [f"iteration_{t + 1}" for t in range(cfg.online.iterations)]
-    return ["sft", "preference", "preference_test", *iters, "eval_prompts"]
+    return [*DATA_SPLITS, *iteration_names(cfg)]
+
+
+def split_phase(name: str) -> str:
+    """The phase whose fingerprint a split carries: ``prompts`` for iteration sets, else ``data``."""
+    return "prompts" if name.startswith("iteration_") else "data"
 
 
 def _preference_rows(rows: list[dict[str, Any]]) -> dict[str, list]:
@@ -84,16 +97,19 @@ def build_toy_world_splits(cfg: Config, world: ToyWorld) -> dict[str, Dataset]:
     return splits
 
 
-def build_recipe_splits(cfg: Config) -> dict[str, Dataset]:
-    """The real presets' splits, from the hub mixture named by ``data.recipe``."""
+def build_recipe_splits(cfg: Config, names: list[str] | None = None) -> dict[str, Dataset]:
+    """The real presets' splits (default: all), from the hub mixture named by ``data.recipe``."""
     from .recipes import build_split, load_recipe
 
     recipe, seed = load_recipe(cfg.data.recipe), cfg.runtime.seed
-    splits = {"sft": build_split(recipe, "sft", seed), "eval_prompts": build_split(recipe, "eval_prompts", seed)}
-    full = build_split(recipe, "preference", seed).train_test_split(test_size=0.02, seed=seed)
-    splits["preference"], splits["preference_test"] = full["train"], full["test"]
-    for t in range(cfg.online.iterations):
-        splits[f"iteration_{t + 1}"] = build_split(recipe, "iteration_prompts", seed, index=t)
+    names = names or split_names(cfg)
+    splits = {name: build_split(recipe, name, seed) for name in ("sft", "eval_prompts") if name in names}
+    if {"preference", "preference_test"} & set(names):
+        full = build_split(recipe, "preference", seed).train_test_split(test_size=0.02, seed=seed)
+        splits["preference"], splits["preference_test"] = full["train"], full["test"]
+    for t, name in enumerate(iteration_names(cfg)):
+        if name in names:
+            splits[name] = build_split(recipe, "iteration_prompts", seed, index=t)
     return splits
 
 
@@ -101,15 +117,17 @@ def is_toy_world(cfg: Config) -> bool:
     return cfg.data.recipe == "toy_world" or cfg.data.recipe.endswith("toy_world.yaml")
 
 
-def prepare_data(cfg: Config, run: RunDir) -> dict[str, Dataset]:
-    """Build the splits into ``<run>/data`` unless they are there, made with the same settings; return them loaded."""
-    names, stamp = split_names(cfg), run.stamp("data")
-    missing = [n for n in names if not reusable(run / f"data/{n}", stamp, quiet=True)]
+def prepare_data(cfg: Config, run: RunDir, names: list[str] | None = None) -> dict[str, Dataset]:
+    """Build the splits (default: all of them) into ``<run>/data`` unless they are there, made with
+    the same settings; return them loaded. The iteration prompt sets carry their own fingerprint
+    (``prompts``), so cutting the same prompt budget into other iterations redoes only them."""
+    names = names or split_names(cfg)
+    missing = [n for n in names if not reusable(run / f"data/{n}", run.stamp(split_phase(n)), quiet=True)]
     if missing:
         print(f"data: building {', '.join(missing)}" + (" (the others are reused)" if len(missing) < len(names) else ""))
-        splits = build_toy_world_splits(cfg, ToyWorld.from_recipe(cfg.data.recipe)) if is_toy_world(cfg) else build_recipe_splits(cfg)
+        splits = build_toy_world_splits(cfg, ToyWorld.from_recipe(cfg.data.recipe)) if is_toy_world(cfg) else build_recipe_splits(cfg, missing)
         for name in missing:
-            with atomic_dir(run / f"data/{name}", stamp) as tmp:
+            with atomic_dir(run / f"data/{name}", run.stamp(split_phase(name))) as tmp:
                 splits[name].save_to_disk(str(tmp))
     else:
         print(f"data: reusing {len(names)} splits under data/ (same settings)")
@@ -118,7 +136,8 @@ def prepare_data(cfg: Config, run: RunDir) -> dict[str, Dataset]:
 
 def load_splits(run: RunDir, names: list[str]) -> dict[str, Dataset]:
     """The named splits, each checked to be made with this configuration's data settings."""
-    return {name: load_from_disk(str(run.require(f"data/{name}", "01_sft.ipynb", "data", quiet=True))) for name in names}
+    return {name: load_from_disk(str(run.require(f"data/{name}", "01_sft.ipynb", split_phase(name), quiet=True)))
+            for name in names}
 
 
 def _answer(value: Any) -> str:

@@ -35,8 +35,13 @@ from .config import Config
 # keys), "judge" (online.scorer), "reference:{t}" (online.reference) and "earlier_pairs:{t}"
 # (iterations 1..t-1's pairs when online.accumulate is on).
 DEPENDS_ON: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    # The toy world draws every iteration's prompts from one pool, so the iteration count shapes all splits.
-    "data": (("data.recipe", "world", "online.iterations", "runtime.seed"), ()),
+    # The toy world's training prompts are what its eval and online prompts leave of one pool, so the data
+    # depend on the online prompt budget (iterations x prompts each), not on how it is cut into iterations.
+    "data": (("data.recipe", "world.n_sft_prompts", "world.n_pref_prompts", "world.n_eval_prompts",
+              "world.teacher_skill", "world.annotator_temperature", "world.annotator_length_bias",
+              "derived.online_prompt_pool", "runtime.seed"), ()),
+    # Each iteration's fresh prompts (the toy world cuts the pool; a hub recipe names one set per iteration).
+    "prompts": (("online.iterations", "world.n_iteration_prompts"), ("data",)),
     "init": (("models.policy", "models.tiny", "models.trust_remote_code", "runtime.seed"), ("data",)),
     "sft": (("sft", "models.lora", "runtime.precision"), ("data", "init")),
     "reward_model": (("reward_model", "models.reward_model", "models.tiny", "models.lora", "runtime.precision"),
@@ -45,8 +50,8 @@ DEPENDS_ON: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                          ("data", "start:preference_model")),
     # data.max_prompt_length drops over-long prompts from the iteration and evaluation prompts.
     "eval:sft": (("eval", "data.max_prompt_length"), ("data", "sft", "reward_model")),
-    "generate:{t}": (("online.k", "online.temperature", "online.top_p", "online.max_new_tokens", "data.max_prompt_length"),
-                     ("data", "policy:{t-1}")),
+    "generate:{t}": (("online.k", "online.prompts_per_iteration", "online.temperature", "online.top_p",
+                      "online.max_new_tokens", "data.max_prompt_length"), ("prompts", "policy:{t-1}")),
     "score:{t}": (("online.scorer",), ("generate:{t}", "judge")),
     "pair:{t}": (("online.selection", "online.length_penalty", "online.margin"), ("score:{t}",)),
     "policy:{t}": (("dpo", "online.reference", "online.accumulate", "models.lora", "runtime.precision"),
@@ -92,6 +97,13 @@ class Stamp:
         return out or ["its fingerprint differs"]
 
 
+def online_prompt_pool(cfg: Config) -> int | None:
+    """The toy world's fresh prompts over all iterations (None for a hub recipe, whose iteration sets are its own)."""
+    from .data import is_toy_world
+
+    return cfg.world.n_iteration_prompts * cfg.online.iterations if is_toy_world(cfg) else None
+
+
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for key, value in tree.items():
@@ -109,6 +121,7 @@ class Fingerprints:
         self.cfg = cfg
         self.values = _flat(cfg.to_dict())
         self.values["runtime.precision"] = resolve_precision(cfg)  # "auto" is resolved: the run's real dtype
+        self.values["derived.online_prompt_pool"] = online_prompt_pool(cfg)
         self._memo: dict[str, Stamp] = {}
 
     def __call__(self, phase: str) -> Stamp:

@@ -35,7 +35,7 @@ from datasets import Dataset, concatenate_datasets, load_from_disk
 
 from .artifacts import RunDir, atomic_dir, read_json, reusable, write_stamped_json
 from .config import Config
-from .data import load_splits, prompt_text, split_names
+from .data import iteration_names, load_splits, prepare_data, prompt_text, DATA_SPLITS
 from .evaluation import GoldReward, evaluate_policy
 from .generation import make_generator, uses_vllm
 from .models import load_causal_lm, load_tokenizer
@@ -94,12 +94,15 @@ class OnlineLoop:
         check_rule(o.selection, o.length_penalty)
         if o.k < 2:
             raise ValueError(f"online.k: must be >= 2 (got {o.k})")
-        self.splits = load_splits(run, split_names(cfg))
+        # Data come from notebook 01; iteration prompt sets are (re)built here when the iterations changed.
+        self.splits = load_splits(run, DATA_SPLITS) | prepare_data(cfg, run, iteration_names(cfg))
         self.sft_path = str(run.require("models/sft", "01_sft.ipynb", "sft"))
         self.tok = load_tokenizer(self.sft_path, cfg)
         # Prompts longer than data.max_prompt_length are dropped (with a printed count) before any sampling.
         for name in [f"iteration_{t}" for t in range(1, o.iterations + 1)] + ["eval_prompts"]:
             self.splits[name] = drop_long_prompts(self.splits[name], self.tok, cfg.data.max_prompt_length, name)
+            if o.prompts_per_iteration and name != "eval_prompts":  # the first N of the set (a smaller budget)
+                self.splits[name] = self.splits[name].select(range(min(o.prompts_per_iteration, len(self.splits[name]))))
             if len(self.splits[name]) == 0:
                 raise ValueError(f"{name}: has no prompts; the online loop needs fresh prompts every iteration")
         self.rm = RewardScorer.load(str(run.require("models/reward_model", "02_reward_model.ipynb", "reward_model")), cfg)

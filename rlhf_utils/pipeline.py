@@ -34,6 +34,7 @@ NOTEBOOKS = [
     "03_preference_model.ipynb",
     "04_online_iterative_dpo.ipynb",
     "05_evaluation.ipynb",
+    "06_ablations.ipynb",
 ]
 PACKAGES = ["torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers", "papermill", "vllm"]
 
@@ -107,7 +108,7 @@ def execute_notebook(source: Path, output: Path, parameters: dict[str, Any] | No
 
 RUN_OUTPUTS = (
     "config.yaml", "results.json", "manifest.json", "report.md", *[f"{name}.png" for name in REPORT_FIGURES],
-    "data", "models", "online", "eval", "exports", "notebooks",
+    "data", "models", "online", "eval", "exports", "notebooks", "ablations",
 )
 
 
@@ -139,6 +140,7 @@ def run_pipeline(
     progress: bool = True,
     resume: bool = False,
     start_from: str | None = None,
+    quiet: bool = False,
 ) -> dict[str, Any]:
     """Execute the notebooks in order into ``<run>/notebooks/``; return ``results.json``.
 
@@ -149,7 +151,8 @@ def run_pipeline(
     fingerprint, ``rlhf_utils.fingerprints``) and redoes the others, so an interrupted run
     continues where it stopped and a changed knob redoes exactly what depends on it.
     ``start_from="04"`` (or ``notebooks`` not starting at 01) runs only those notebooks and
-    never clears the run dir: the upstream stages they need are read from it.
+    never clears the run dir: the upstream stages they need are read from it. ``quiet`` drops
+    the per-notebook progress lines (a sweep prints one line per variant instead).
     """
     overrides = dict(overrides or {})
     cfg = load_config(preset, overrides)
@@ -163,10 +166,12 @@ def run_pipeline(
     run = RunDir.open(target, cfg)
     params = {"preset": str(preset), "run_dir": str(run.path.resolve()), "overrides": overrides}
     for i, name in enumerate(names, 1):
-        print(f"[{i}/{len(names)}] {name} ...", flush=True)
+        if not quiet:
+            print(f"[{i}/{len(names)}] {name} ...", flush=True)
         start = time.time()
         execute_notebook(NOTEBOOK_DIR / name, run / f"notebooks/{name}", params, progress)
-        print(f"[{i}/{len(names)}] {name} done in {time.time() - start:.1f}s", flush=True)
+        if not quiet:
+            print(f"[{i}/{len(names)}] {name} done in {time.time() - start:.1f}s", flush=True)
     write_manifest(run, cfg, str(preset), overrides, names)
     return run.results()
 

@@ -8,7 +8,7 @@ from rlhf_utils.artifacts import FINGERPRINT, RunDir, atomic_dir, read_json, reu
 from rlhf_utils.config import load_config
 from rlhf_utils.fingerprints import DEPENDS_ON, SPEED_KNOBS, Fingerprints
 
-PHASES = ["data", "init", "sft", "reward_model", "preference_model", "eval:sft",
+PHASES = ["data", "prompts", "init", "sft", "reward_model", "preference_model", "eval:sft",
           *[f"{p}:{t}" for t in (1, 2, 3) for p in ("generate", "score", "pair", "policy")],
           *[f"eval:iter_{t}" for t in (1, 2, 3)], "offline_dpo", "eval:offline_dpo"]
 
@@ -19,7 +19,7 @@ def changed(overrides):
 
 
 def test_a_changed_sft_knob_redoes_everything_downstream_of_sft():
-    assert changed({"sft.learning_rate": 1e-3}) == set(PHASES) - {"data", "init"}
+    assert changed({"sft.learning_rate": 1e-3}) == set(PHASES) - {"data", "prompts", "init"}
 
 
 def test_a_changed_pair_rule_redoes_only_the_online_phases_from_pairing_on():
@@ -80,3 +80,22 @@ def test_require_refuses_an_artifact_made_with_other_settings(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"sft.epochs: 6.0 -> 1.0\): run notebooks/01_sft.ipynb"):
         other.require("models/sft", "01_sft.ipynb", "sft")
     assert (tmp_path / "models/sft" / FINGERPRINT).exists(), "require never deletes"
+
+
+def test_cutting_the_same_prompt_budget_into_more_iterations_keeps_the_models():
+    """6 x 256 fresh prompts instead of 3 x 512: the toy world's training data (and so every model
+    before the loop) are the same; only the iteration prompt sets and the loop are redone."""
+    before = Fingerprints(load_config("tiny"))
+    after = Fingerprints(load_config("tiny", {"online.iterations": 6, "world.n_iteration_prompts": 256}))
+    for phase in ("data", "init", "sft", "reward_model", "preference_model", "eval:sft"):
+        assert before(phase).digest == after(phase).digest, phase
+    assert before("prompts").digest != after("prompts").digest
+    assert before("generate:1").digest != after("generate:1").digest
+    # a different budget changes the training prompts, so the data too
+    assert changed({"world.n_iteration_prompts": 256}) >= {"data", "sft"}
+
+
+def test_fewer_prompts_per_iteration_redo_the_loop_from_sampling_on():
+    redo = changed({"online.prompts_per_iteration": 128})
+    assert {"data", "sft", "reward_model", "preference_model", "eval:sft"}.isdisjoint(redo)
+    assert {"generate:1", "score:1", "pair:1", "policy:3", "offline_dpo"} <= redo

@@ -1,0 +1,104 @@
+"""The sweep: grid files checked before any work, artifacts shared by fingerprint, the report."""
+
+import json
+
+import pytest
+
+from rlhf_utils.config import ConfigError, load_config
+from rlhf_utils.sweep import effect, load_grid, notebooks_to_run, share_artifacts
+from rlhf_utils.artifacts import RunDir, atomic_dir, write_stamped_json
+
+
+def write(tmp_path, text):
+    path = tmp_path / "grid.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_grid_expands_sweeps_and_checks_every_variant(tmp_path):
+    grid = load_grid(write(tmp_path, """
+base: {online.prompts_per_iteration: 64}
+variants:
+  - {label: paper, knob: baseline, set: {}}
+  - {label: random, knob: pair rule, set: {online.selection: random}}
+sweeps:
+  - {knob: DPO beta, key: dpo.beta, values: [0.05, 0.2]}
+"""), "tiny")
+    assert [v.label for v in grid.variants] == ["paper", "random", "dpo.beta=0.05", "dpo.beta=0.2"]
+    assert grid.variants[3].overrides == {"dpo.beta": 0.2} and grid.base == {"online.prompts_per_iteration": 64}
+
+
+@pytest.mark.parametrize("body, message", [
+    ("variants:\n  - {label: a, set: {online.selektion: random}}\n",
+     r"grid.yaml: variant 'a' \(baseline\): .*online.selektion"),
+    ("variants:\n  - {label: a, set: {dpo.beta: high}}\n", r"grid.yaml: variant 'a' \(baseline\): .*dpo.beta"),
+    ("variants:\n  - {label: a, knob: k, set: {}}\n  - {label: a, knob: k, set: {dpo.beta: 0.2}}\n",
+     r"grid.yaml: variant 'a' \(k\): duplicate label"),
+    ("variants: []\n", r"grid.yaml: no variants"),
+    ("variants:\n  - {label: a, sett: {}}\n", r"grid.yaml: variants\[0\]: unknown field\(s\) sett"),
+])
+def test_a_bad_grid_stops_with_one_line_naming_file_variant_and_key(tmp_path, body, message):
+    with pytest.raises(ConfigError, match=message):
+        load_grid(write(tmp_path, body), "tiny")
+
+
+def test_the_cli_refuses_a_bad_grid_before_any_work(tmp_path, capsys):
+    from rlhf_utils.cli import main
+
+    grid = write(tmp_path, "variants:\n  - {label: a, set: {online.k: 1}}\n")
+    assert main(["sweep", "--grid", str(grid), "--seeds", "1", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "grid.yaml: variant 'a' (baseline): online.k" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_artifacts_are_shared_exactly_when_their_fingerprint_matches(tmp_path):
+    donor = RunDir.open(tmp_path / "donor", load_config("tiny"))
+    for rel, phase in [("models/sft", "sft"), ("online/iter_1/samples", "generate:1"), ("online/iter_1/pairs", "pair:1")]:
+        with atomic_dir(donor / rel, donor.stamp(phase)) as tmp:
+            (tmp / "w").write_text(phase)
+    write_stamped_json(donor / "eval/sft.json", {"summary": {}}, donor.stamp("eval:sft"))
+    variant = RunDir.open(tmp_path / "variant", load_config("tiny", {"online.selection": "random"}))
+    shared = share_artifacts([donor.path], variant)
+    assert shared == ["eval:sft", "generate:1", "sft"]           # the pairs depend on the pair rule
+    assert (variant / "models/sft/w").stat().st_ino == (donor / "models/sft/w").stat().st_ino  # a hard link
+    assert not (variant / "online/iter_1/pairs").exists()
+    assert notebooks_to_run([*shared, "data"]) == ["02_reward_model.ipynb", "03_preference_model.ipynb", "04_online_iterative_dpo.ipynb"]
+    assert notebooks_to_run(["data", "sft", "reward_model", "preference_model"]) == ["04_online_iterative_dpo.ipynb"]
+
+
+def test_an_effect_is_resolved_only_when_every_seed_agrees_beyond_two_standard_errors():
+    base = {1: {"w": 0.80}, 2: {"w": 0.82}, 3: {"w": 0.78}}
+    assert effect({1: {"w": 0.70}, 2: {"w": 0.73}, 3: {"w": 0.69}}, base, "w")["resolved"]
+    assert not effect({1: {"w": 0.85}, 2: {"w": 0.78}, 3: {"w": 0.80}}, base, "w")["resolved"]  # signs disagree
+    one = effect({1: {"w": 0.5}}, {1: {"w": 0.9}}, "w")
+    assert not one["resolved"] and one["se"] is None              # one seed is never a win
+
+
+@pytest.mark.e2e
+def test_notebook_06_sweep_shares_the_run_and_reports_every_variant(tiny_run):
+    """The tiny run's notebook 06 is a one-seed sweep of two variants against the run itself: the
+    baseline is the run (nothing re-run); each variant links the models and what its knob leaves
+    unchanged, executes notebook 04 only, and leaves that executed notebook in its run dir."""
+    run_dir, results = tiny_run
+    report = json.loads((run_dir / "ablations/report.json").read_text())
+    assert set(report) >= {"grid", "seeds", "date", "machine", "wall_seconds", "baseline", "variants", "offline_dpo", "peer"}
+    assert report["seeds"] == [42] and len(report["variants"]) == 3
+    base, random_pairs, previous = report["variants"]
+    assert base["notebooks"]["42"] == [] and base["run_dirs"]["42"] == str(run_dir)
+    # the baseline's numbers are the run's own last iteration
+    assert base["aggregate"]["win_rate_vs_sft"]["mean"] == results["online_dpo"]["iterations"][-1]["win_rate_vs_sft"]
+    for row in (random_pairs, previous):
+        assert row["notebooks"]["42"] == ["04_online_iterative_dpo.ipynb"]
+        assert {"sft", "reward_model", "preference_model", "eval:sft", "generate:1"} <= set(row["shared_phases"]["42"])
+        assert (run_dir / "ablations/seed_42" / f"{row['knob']}_{row['label']}".replace(" ", "_") / "notebooks/04_online_iterative_dpo.ipynb").exists()
+        assert set(row["aggregate"]) >= {"win_rate_vs_sft", "gold_reward", "lc_win_rate_vs_sft", "rm_win_rate_vs_sft",
+                                         "mean_length", "kl_to_ref", "online_seconds", "wall_seconds"}
+        assert row["effect_vs_baseline"]["seeds"] == 1 and not row["effect_vs_baseline"]["resolved"]
+        assert row["commands"]["42"].startswith("rlhf-workflow run --preset tiny --seed 42 --set ")
+    assert "score:1" in random_pairs["shared_phases"]["42"] and "pair:1" not in random_pairs["shared_phases"]["42"]
+    assert "pair:1" in previous["shared_phases"]["42"] and "policy:1" not in previous["shared_phases"]["42"]
+    assert random_pairs["aggregate"]["win_rate_vs_sft"] != base["aggregate"]["win_rate_vs_sft"]
+    assert (run_dir / "ablations/report.md").read_text().count("| pair rule | random |") == 1
+    assert (run_dir / "ablations/pair_rule.png").stat().st_size > 1000
+    assert set(results["ablations"]["variants"]) == {"baseline: max_min (paper)", "pair rule: random", "reference: previous policy"}
