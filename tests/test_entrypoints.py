@@ -35,7 +35,7 @@ def test_module_entry_point_runs():
 
 
 def test_run_from_04_keeps_the_run_dir_and_a_bad_start_is_one_line(tmp_path, capsys, monkeypatch):
-    """`rlhf-workflow run --from 04 ... --set online.selection=random` runs 04 and 05 only, with the
+    """`rlhf-workflow run --from 04 ... --set online.selection=random` runs 04 onward only, with the
     override, and never clears the run dir (the notebooks themselves are stubbed out here)."""
     from rlhf_utils import cli, pipeline
 
@@ -44,7 +44,7 @@ def test_run_from_04_keeps_the_run_dir_and_a_bad_start_is_one_line(tmp_path, cap
     (tmp_path / "models").mkdir()
     (tmp_path / "models/keep").write_text("an upstream model")
     assert cli.main(["run", "--from", "04", "--run-dir", str(tmp_path), "--set", "online.selection=random", "--no-progress"]) == 0
-    assert [name for name, _ in ran] == ["04_online_iterative_dpo.ipynb", "05_evaluation.ipynb"]
+    assert [name for name, _ in ran] == ["04_online_iterative_dpo.ipynb", "05_evaluation.ipynb", "06_ablations.ipynb"]
     assert ran[0][1]["overrides"] == {"online.selection": "random"}
     assert (tmp_path / "models/keep").exists(), "--from never clears the run dir"
     capsys.readouterr()

@@ -102,3 +102,25 @@ def test_notebook_06_sweep_shares_the_run_and_reports_every_variant(tiny_run):
     assert (run_dir / "ablations/report.md").read_text().count("| pair rule | random |") == 1
     assert (run_dir / "ablations/pair_rule.png").stat().st_size > 1000
     assert set(results["ablations"]["variants"]) == {"baseline: max_min (paper)", "pair rule: random", "reference: previous policy"}
+
+
+@pytest.mark.e2e
+def test_a_resumed_sweep_reads_finished_variants_back_and_a_changed_knob_is_redone(tiny_run, monkeypatch):
+    """--resume: every variant of notebook 06's sweep finished with the same fingerprints, so no
+    notebook runs and the report is the same; with another DPO beta the variants must be redone."""
+    from rlhf_utils import pipeline
+    from rlhf_utils.sweep import run_sweep
+
+    run_dir, _ = tiny_run
+    before = json.loads((run_dir / "ablations/report.json").read_text())
+
+    def no_notebook(*args, **kwargs):
+        raise AssertionError("a finished variant was run again")
+
+    monkeypatch.setattr(pipeline, "execute_notebook", no_notebook)
+    grid = pipeline.REPO_ROOT / "sweeps/notebook_06.yaml"
+    again = run_sweep("tiny", grid, seeds=1, out_dir=run_dir / "ablations", shared_run=run_dir, resume=True)
+    assert [r["aggregate"] for r in again["variants"]] == [r["aggregate"] for r in before["variants"]]
+    with pytest.raises(AssertionError, match="run again"):
+        run_sweep("tiny", grid, seeds=1, out_dir=run_dir / "ablations", overrides={"dpo.beta": 0.2},
+                  shared_run=run_dir, resume=True)
