@@ -58,8 +58,8 @@ def _mean_std(values: list[float]) -> dict[str, float]:
 
 def _time_iteration(base: Path, dest: Path, preset: str, overrides: dict[str, Any], double_prompts: bool) -> float:
     """Seconds of one online iteration (generate, score, pair, train) on a copy of a finished run."""
-    from .online import OnlineLoop
-    from .world import ToyWorld
+    from .data import gold_reward_of
+    from .online import iteration, prepare_loop
 
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
@@ -76,8 +76,7 @@ def _time_iteration(base: Path, dest: Path, preset: str, overrides: dict[str, An
         both = concatenate_datasets([load_from_disk(str(base / f"data/iteration_{t}")) for t in (1, 2)])
         with atomic_dir(dest / "data/iteration_1", run.stamp("prompts")) as tmp:
             both.save_to_disk(str(tmp))
-    world = ToyWorld.from_recipe(cfg.data.recipe) if cfg.data.recipe == "toy_world" else None
-    stats = OnlineLoop(cfg, run, world).iteration(1)
+    stats = iteration(run, prepare_loop(cfg, run, gold_reward_of(cfg)), 1)
     return sum(v for k, v in stats["phase_seconds"].items() if k != "evaluate")
 
 
@@ -117,12 +116,11 @@ def run_bench(
         report["scaling"] = {"base_seconds": t1, "prompts_x2_seconds": t2, "k_x2_seconds": tk,
                              "prompts_x2_ratio": t2 / t1, "k_x2_ratio": tk / t1}
     if peer:
+        from .data import gold_reward_of
         from .peer import run_online_dpo_peer
-        from .world import ToyWorld
 
-        world = ToyWorld.from_recipe(cfg.data.recipe) if cfg.data.recipe == "toy_world" else None
         budget = cfg.online.iterations * cfg.world.n_iteration_prompts * cfg.online.k
-        report["peer"] = run_online_dpo_peer(cfg, RunDir(first, cfg), world, budget, out / "peer")
+        report["peer"] = run_online_dpo_peer(cfg, RunDir(first, cfg), gold_reward_of(cfg), budget, out / "peer")
         last = json.loads((first / "results.json").read_text())
         report["peer"]["ours_win_rate_vs_sft"] = last["online_dpo"]["iterations"][-1].get("win_rate_vs_sft")
         report["peer"]["ours_online_seconds"] = last["timings"]["online_dpo"]

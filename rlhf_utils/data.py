@@ -20,7 +20,7 @@ Usage::
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Callable
 
 from datasets import Dataset, load_from_disk
 
@@ -115,6 +115,12 @@ def build_recipe_splits(cfg: Config, names: list[str] | None = None) -> dict[str
 
 def is_toy_world(cfg: Config) -> bool:
     return cfg.data.recipe == "toy_world" or cfg.data.recipe.endswith("toy_world.yaml")
+
+
+def gold_reward_of(cfg: Config) -> Callable[[str, str], float] | None:
+    """The toy world's gold reward ``(prompt text, response) -> [0, 1]`` for the toy-world recipe;
+    None for hub data, which has no truth to measure against."""
+    return ToyWorld.from_recipe(cfg.data.recipe).gold_reward if is_toy_world(cfg) else None
 
 
 def prepare_data(cfg: Config, run: RunDir, names: list[str] | None = None) -> dict[str, Dataset]:

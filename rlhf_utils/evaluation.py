@@ -231,3 +231,43 @@ def lc_win_rate(scores: np.ndarray, baseline: np.ndarray, lengths: np.ndarray, b
         return float(win.mean())
     model = LogisticRegression(C=np.inf).fit(X[keep], y[keep], sample_weight=w[keep])
     return float(1 / (1 + np.exp(-model.intercept_[0])))
+
+
+def evaluate_checkpoint(run: Any, name: str, model_path: str, loop: Any) -> dict[str, Any]:
+    """Step 5: :func:`evaluate_policy` of one saved model on the held-out prompts, with the run's
+    judge of record (the reward model), the SFT model as KL reference and, for every model but
+    the SFT one, win rates against the SFT model's samples. Saved with its fingerprint to
+    ``eval/<name>.json`` (summary and every sample); reused when made with the same settings.
+    ``loop``: the :class:`rlhf_utils.online.LoopInputs` (tokenizer, prompts, reward model, gold).
+    Usage::
+
+        summary = evaluate_checkpoint(run, "iter_1", run.policy_path(1), loop)
+    """
+    import time
+
+    from .artifacts import read_json, write_stamped_json
+    from .generation import make_generator
+    from .models import load_causal_lm
+
+    path, stamp, cfg = run / f"eval/{name}.json", run.stamp(f"eval:{name}"), run.cfg
+    if (done := read_json(path, stamp)) is not None:
+        return done["summary"]
+    start = time.time()
+    model = load_causal_lm(model_path, cfg)
+    # The rollout's backend (vLLM or shards where configured; else HF generate on `model`).
+    gen = make_generator(cfg, model_path, model, loop.tok, work_dir=run / f"eval/{name}.shards", config_path=run / "config.yaml")
+    sft_path = run.policy_path(0)
+    ref = model if model_path == sft_path else load_causal_lm(sft_path, cfg)
+    baseline = None if name == "sft" else eval_frame(run, "sft")
+    summary, frame = evaluate_policy(cfg, model, loop.tok, loop.eval_prompts, loop.rm, ref, loop.gold,
+                                     generator=gen, baseline=baseline)
+    summary["eval_seconds"] = time.time() - start
+    write_stamped_json(path, {"summary": summary, "samples": frame.to_dict(orient="records")}, stamp)
+    return summary
+
+
+def eval_frame(run: Any, name: str) -> pd.DataFrame:
+    """Every held-out sample of one evaluated model (``eval/<name>.json``), one row each."""
+    import json
+
+    return pd.DataFrame(json.loads((run / f"eval/{name}.json").read_text())["samples"])

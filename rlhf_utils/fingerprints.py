@@ -39,7 +39,7 @@ DEPENDS_ON: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # depend on the online prompt budget (iterations x prompts each), not on how it is cut into iterations.
     "data": (("data.recipe", "world.n_sft_prompts", "world.n_pref_prompts", "world.n_eval_prompts",
               "world.teacher_skill", "world.annotator_temperature", "world.annotator_length_bias",
-              "derived.online_prompt_pool", "runtime.seed"), ()),
+              "derived.online_prompt_pool", "derived.recipe_sha256", "runtime.seed"), ()),
     # Each iteration's fresh prompts (the toy world cuts the pool; a hub recipe names one set per iteration).
     "prompts": (("online.iterations", "world.n_iteration_prompts"), ("data",)),
     "init": (("models.policy", "models.tiny", "models.trust_remote_code", "runtime.seed"), ("data",)),
@@ -104,6 +104,17 @@ def online_prompt_pool(cfg: Config) -> int | None:
     return cfg.world.n_iteration_prompts * cfg.online.iterations if is_toy_world(cfg) else None
 
 
+def recipe_sha256(cfg: Config) -> str | None:
+    """The content hash of the data recipe file (None when the name resolves to no file)."""
+    from .config import ConfigError
+    from .recipes import recipe_path
+
+    try:
+        return hashlib.sha256(recipe_path(cfg.data.recipe).read_bytes()).hexdigest()[:16]
+    except ConfigError:
+        return None
+
+
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for key, value in tree.items():
@@ -122,6 +133,7 @@ class Fingerprints:
         self.values = _flat(cfg.to_dict())
         self.values["runtime.precision"] = resolve_precision(cfg)  # "auto" is resolved: the run's real dtype
         self.values["derived.online_prompt_pool"] = online_prompt_pool(cfg)
+        self.values["derived.recipe_sha256"] = recipe_sha256(cfg)  # a recipe edited in place redoes the data
         self._memo: dict[str, Stamp] = {}
 
     def __call__(self, phase: str) -> Stamp:

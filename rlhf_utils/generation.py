@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from accelerate.utils import find_executable_batch_size
@@ -384,3 +384,32 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def sample_iteration(run: Any, t: int, prompts: Any, tokenizer: PreTrainedTokenizerBase) -> Any:
+    """Step 1 of online iteration ``t``: K responses to each of ``prompts`` (a ``prompt`` column of
+    conversations) from the policy of iteration t-1, through the rollout's backend.
+
+    Saved with its fingerprint to ``online/iter_<t>/samples`` (columns ``prompt``, ``responses``),
+    and the token count and seconds to ``rollout.json``; reused when both were made with the same
+    settings. Usage::
+
+        samples = sample_iteration(run, 1, loop.prompts[1], loop.tok)
+    """
+    from datasets import Dataset, load_from_disk
+
+    from .artifacts import atomic_dir, reusable, write_stamped_json
+
+    path, stamp, cfg = run.iter_dir(t) / "samples", run.stamp(f"generate:{t}"), run.cfg
+    if reusable(path, stamp) and read_json(run.iter_dir(t) / "rollout.json", stamp, quiet=True) is not None:
+        return load_from_disk(str(path))
+    o, texts, start = cfg.online, list(prompts["prompt"]), time.time()
+    gen = make_generator(cfg, run.policy_path(t - 1), None, tokenizer, work_dir=run.iter_dir(t) / "shards",
+                         config_path=run / "config.yaml")
+    responses = gen.generate(texts, o.k, o.temperature, o.top_p, o.max_new_tokens,
+                             seed=seed_for(cfg.runtime.seed, "rollout", t), tag=f"generate:{t}")
+    ds = Dataset.from_dict({"prompt": texts, "responses": responses})
+    write_stamped_json(run.iter_dir(t) / "rollout.json", {"new_tokens": gen.new_tokens, "seconds": time.time() - start}, stamp)
+    with atomic_dir(path, stamp) as tmp:
+        ds.save_to_disk(str(tmp))
+    return ds

@@ -1,52 +1,48 @@
 """Online iterative DPO (the paper's stage 4) and the offline DPO baseline beside it.
 
-For t = 1..T, on iteration t's own fresh prompts:
+For t = 1..T, on iteration t's own fresh prompts, each step a function in the module its name
+suggests:
 
-1. **generate** K responses per prompt from the current policy (``online.k``, temperature, top_p);
-2. **score** them with the BT reward model, or rank them with the preference model's tournament;
-3. **pair** them (``online.selection``: best vs worst by default);
-4. **train** DPO from the previous policy against the reference (the SFT model by default);
-5. **evaluate** the new policy on the held-out prompts (gold reward, win rate vs SFT, proxy, KL, length).
+1. ``generation.sample_iteration``: K responses per prompt from the policy of t-1;
+2. ``scoring.score_iteration``: the judge scores them (the BT reward model, or the preference
+   model's tournament with ``online.scorer: pm``);
+3. ``pairs.pair_iteration``: the pair rule (``online.selection``: best vs worst by default);
+4. ``trainers.train_iteration``: DPO from the policy of t-1 against the reference;
+5. ``evaluation.evaluate_checkpoint``: the new policy on the held-out prompts.
 
-Every phase writes its artifact atomically under ``<run>/online/iter_<t>/`` (or the model
-under ``<run>/models/iter_<t>``) with its fingerprint (``rlhf_utils.fingerprints``), and is
-skipped when that artifact exists and was made with the same settings, so a rerun resumes where
-an interrupted one stopped, and a changed knob redoes what depends on it.
+Each step writes its artifact atomically under ``<run>/online/iter_<t>/`` (the model under
+``<run>/models/iter_<t>``, the evaluation under ``<run>/eval/``) with its fingerprint
+(``rlhf_utils.fingerprints``) and the seconds it took, and is reused when that artifact exists
+and was made with the same settings. This module holds what the steps share: the inputs loaded
+once (:class:`LoopInputs`), the record of an iteration, the whole loop for scripts, and the
+offline baseline at equal budget.
 
-Usage::
+Usage (notebook 04 spells the loop out)::
 
-    loop = OnlineLoop(cfg, run, world)
-    stats = loop.run_all()                     # one dict per iteration
-    offline = loop.offline_baseline(stats)     # DPO on the offline pairs at equal budget
+    loop = prepare_loop(cfg, run, world.gold_reward)
+    stats = run_loop(run, loop)                   # one dict per iteration
+    offline = offline_baseline(run, loop, stats)  # DPO on the offline pairs at equal budget
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import math
-import time
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
-from datasets import Dataset, concatenate_datasets, load_from_disk
+from datasets import Dataset
 
-from .artifacts import RunDir, atomic_dir, read_json, reusable, write_stamped_json
+from .artifacts import RunDir, read_json, write_stamped_json
 from .config import Config
-from .data import iteration_names, load_splits, prepare_data, prompt_text, DATA_SPLITS
-from .evaluation import GoldReward, evaluate_policy
-from .generation import make_generator, uses_vllm
-from .models import load_causal_lm, load_tokenizer
+from .data import DATA_SPLITS, iteration_names, load_splits, prepare_data
+from .evaluation import GoldReward, evaluate_checkpoint
+from .generation import sample_iteration, uses_vllm
 from .launch import launched
-from .pairs import check_rule, select_pairs
-from .scoring import PreferenceScorer, RewardScorer
-from .seeds import seed_for
-from .trainers import TrainLog, drop_long_prompts, train_dpo
-from .world import ToyWorld
-
-PAIR_COLUMNS = ["prompt", "chosen", "rejected"]
+from .models import load_tokenizer
+from .pairs import check_rule, pair_iteration
+from .scoring import PreferenceScorer, RewardScorer, score_iteration
+from .trainers import PAIR_COLUMNS, TrainLog, drop_long_prompts, train_dpo, train_iteration, training_pairs
 
 
 def check_tokenizer_covers(tok: Any, texts: list[str], what: str) -> None:
@@ -59,246 +55,142 @@ def check_tokenizer_covers(tok: Any, texts: list[str], what: str) -> None:
             raise ValueError(f"{what}: its tokenizer cannot represent the policy's text {text!r} (unknown tokens)")
 
 
-def _timed(phase: str):
-    """Add a phase method's wall time to ``self.phase_seconds[key]`` (key: its first argument,
-    the iteration, or the evaluated model's name)."""
-    def wrap(fn):
-        @functools.wraps(fn)
-        def inner(self, key, *args, **kwargs):
-            start = time.time()
-            try:
-                return fn(self, key, *args, **kwargs)
-            finally:
-                bucket = self.phase_seconds.setdefault(key, {})
-                bucket[phase] = bucket.get(phase, 0.0) + time.time() - start
-        return inner
-    return wrap
+@dataclass
+class LoopInputs:
+    """What every iteration reads, loaded once: each iteration's fresh prompts, the held-out
+    prompts, the policy's tokenizer, the reward model (the judge of record for evaluation), the
+    judge that ranks the samples (the reward model, or the preference model), and the gold reward
+    (the toy world's truth; None for hub data)."""
+
+    prompts: dict[int, Dataset]
+    eval_prompts: Dataset
+    offline_pairs: Dataset
+    tok: Any
+    rm: RewardScorer
+    judge: RewardScorer | PreferenceScorer
+    gold: GoldReward | None = None
 
 
-def training_pairs(run: RunDir, t: int, current: Dataset) -> Dataset:
-    """Iteration t's DPO data: its own pairs, or (``online.accumulate``) all pairs gathered so far."""
-    if not run.cfg.online.accumulate or t == 1:
-        return current.select_columns(PAIR_COLUMNS)
-    older = [load_from_disk(str(run.iter_dir(s) / "pairs")).select_columns(PAIR_COLUMNS) for s in range(1, t)]
-    return concatenate_datasets([*older, current.select_columns(PAIR_COLUMNS)])
+def prepare_loop(cfg: Config, run: RunDir, gold: GoldReward | None = None) -> LoopInputs:
+    """Load the loop's inputs and check them before any sampling: the pair rule, K, prompts left
+    after dropping over-long ones (at most ``online.prompts_per_iteration`` per iteration), and
+    judges whose tokenizers can read the policy's text."""
+    o = cfg.online
+    check_rule(o.selection, o.length_penalty)
+    if o.k < 2:
+        raise ValueError(f"online.k: must be >= 2 (got {o.k})")
+    # Data come from notebook 01; iteration prompt sets are (re)built here when the iterations changed.
+    splits = load_splits(run, DATA_SPLITS) | prepare_data(cfg, run, iteration_names(cfg))
+    sft_path = str(run.require("models/sft", "01_sft.ipynb", "sft"))
+    tok = load_tokenizer(sft_path, cfg)
+    # Prompts longer than data.max_prompt_length are dropped (with a printed count) before any sampling.
+    for name in [*iteration_names(cfg), "eval_prompts"]:
+        splits[name] = drop_long_prompts(splits[name], tok, cfg.data.max_prompt_length, name)
+        if len(splits[name]) == 0:
+            raise ValueError(f"{name}: has no prompts; the online loop needs fresh prompts every iteration")
+        if o.prompts_per_iteration and name != "eval_prompts":  # the first N of the set (a smaller budget)
+            splits[name] = splits[name].select(range(min(o.prompts_per_iteration, len(splits[name]))))
+    rm = RewardScorer.load(str(run.require("models/reward_model", "02_reward_model.ipynb", "reward_model")), cfg)
+    pm = (PreferenceScorer.load(str(run.require("models/preference_model", "03_preference_model.ipynb", "preference_model")), cfg)
+          if o.scorer == "pm" else None)
+    # The scorer reads the policy's text with its own tokenizer: check it can, before any sampling.
+    sample = [m[-1]["content"] for m in splits["sft"].select(range(min(64, len(splits["sft"]))))["messages"]]
+    check_tokenizer_covers(rm.tok, sample, "reward model")
+    if pm:
+        check_tokenizer_covers(pm.tok, sample, "preference model")
+    uses_vllm(cfg)  # a backend that cannot run fails here, before any sampling
+    return LoopInputs(prompts={t: splits[f"iteration_{t}"] for t in range(1, o.iterations + 1)},
+                      eval_prompts=splits["eval_prompts"], offline_pairs=splits["preference"], tok=tok, rm=rm,
+                      judge=pm or rm, gold=gold)
 
 
-class OnlineLoop:
-    """The online iterative DPO loop over one run directory."""
+def steps_for(cfg: Config, n_pairs: int) -> int:
+    """DPO optimizer steps for ``n_pairs`` pairs (``dpo.epochs`` passes at ``dpo.global_batch_size``)."""
+    d = cfg.dpo
+    return math.ceil(n_pairs / d.global_batch_size) * math.ceil(d.epochs)
 
-    def __init__(self, cfg: Config, run: RunDir, world: ToyWorld | None):
-        self.cfg, self.run = cfg, run
-        self.gold: GoldReward | None = world.gold_reward if world else None  # the toy world's truth, if any
-        self.phase_seconds: dict[int | str, dict[str, float]] = {}  # wall time of each phase this session
-        o = cfg.online
-        check_rule(o.selection, o.length_penalty)
-        if o.k < 2:
-            raise ValueError(f"online.k: must be >= 2 (got {o.k})")
-        # Data come from notebook 01; iteration prompt sets are (re)built here when the iterations changed.
-        self.splits = load_splits(run, DATA_SPLITS) | prepare_data(cfg, run, iteration_names(cfg))
-        self.sft_path = str(run.require("models/sft", "01_sft.ipynb", "sft"))
-        self.tok = load_tokenizer(self.sft_path, cfg)
-        # Prompts longer than data.max_prompt_length are dropped (with a printed count) before any sampling.
-        for name in [f"iteration_{t}" for t in range(1, o.iterations + 1)] + ["eval_prompts"]:
-            self.splits[name] = drop_long_prompts(self.splits[name], self.tok, cfg.data.max_prompt_length, name)
-            if o.prompts_per_iteration and name != "eval_prompts":  # the first N of the set (a smaller budget)
-                self.splits[name] = self.splits[name].select(range(min(o.prompts_per_iteration, len(self.splits[name]))))
-            if len(self.splits[name]) == 0:
-                raise ValueError(f"{name}: has no prompts; the online loop needs fresh prompts every iteration")
-        self.rm = RewardScorer.load(str(run.require("models/reward_model", "02_reward_model.ipynb", "reward_model")), cfg)
-        self.pm = (
-            PreferenceScorer.load(str(run.require("models/preference_model", "03_preference_model.ipynb", "preference_model")), cfg)
-            if o.scorer == "pm"
-            else None
-        )
-        # The scorer reads the policy's text with its own tokenizer: check it can, before any sampling.
-        sample = [m[-1]["content"] for m in self.splits["sft"].select(range(min(64, len(self.splits["sft"]))))["messages"]]
-        check_tokenizer_covers(self.rm.tok, sample, "reward model")
-        if self.pm:
-            check_tokenizer_covers(self.pm.tok, sample, "preference model")
-        uses_vllm(cfg)  # a backend that cannot run fails here, before any sampling
 
-    # ----------------------------------------------------------------- paths (the run dir's layout)
-    def iter_dir(self, t: int) -> Path:
-        return self.run.iter_dir(t)
+def record_iteration(run: RunDir, t: int, scored: Dataset, pairs: Dataset, pair_stats: dict[str, int], log: TrainLog,
+                     summary: dict[str, Any]) -> dict[str, Any]:
+    """Iteration t's numbers, saved to ``stats.json``. The seconds of each step are those its
+    artifact recorded when it was made, so a reused step counts the run that made it, once."""
+    stats_path, stamp = run.iter_dir(t) / "stats.json", run.stamp(f"eval:iter_{t}")
+    if (done := read_json(stats_path, stamp, quiet=True)) is not None:
+        return done["stats"]
+    rollout = read_json(run.iter_dir(t) / "rollout.json") or {}
+    seconds = {
+        "generate": rollout.get("seconds", 0.0),
+        "score": (read_json(run.iter_dir(t) / "score.json") or {}).get("seconds", 0.0),
+        "pair": (read_json(run.iter_dir(t) / "pair_stats.json") or {}).get("seconds", 0.0),
+        "train": log.seconds,
+        "evaluate": summary.get("eval_seconds", 0.0),
+    }
+    train_rows = len(training_pairs(run, t, pairs))
+    dpo_tokens = [h["num_tokens"] for h in log.history if "num_tokens" in h]
+    has_gold = "gold" in scored.column_names
+    stats = {
+        "iteration": t,
+        **{k: v for k, v in summary.items() if k != "eval_seconds"},
+        "sample_proxy_reward": float(np.mean([np.mean(r) for r in scored["rewards"]])),
+        "sample_gold_reward": float(np.mean([np.mean(g) for g in scored["gold"]])) if has_gold else None,
+        "pairs": pair_stats["pairs"],
+        "prompts": pair_stats["prompts"],
+        "pair_stats": pair_stats,
+        "train_pairs": train_rows,
+        "train_steps": steps_for(run.cfg, train_rows),
+        "phase_seconds": seconds,
+        "seconds": sum(seconds.values()),
+        "dpo_loss": [h["loss"] for h in log.history if "loss" in h],
+        # Generated tokens per second of the generate step (model loading included), and DPO's
+        # non-padding chosen + rejected tokens per second of its training wall time.
+        "throughput": {
+            "rollout_tokens_per_second": rollout["new_tokens"] / rollout["seconds"] if rollout else None,
+            "dpo_tokens_per_second": dpo_tokens[-1] / log.seconds if dpo_tokens and log.seconds else None,
+        },
+    }
+    write_stamped_json(stats_path, {"stats": stats}, stamp)
+    return stats
 
-    def policy_path(self, t: int) -> str:
-        return self.run.policy_path(t)
 
-    def reference_path(self, t: int) -> str:
-        return self.run.reference_path(t)
+def iteration(run: RunDir, loop: LoopInputs, t: int) -> dict[str, Any]:
+    """One full iteration, the paper's five steps (notebook 04 shows them as its loop)."""
+    samples = sample_iteration(run, t, loop.prompts[t], loop.tok)
+    scored = score_iteration(run, t, samples, loop.judge, loop.gold)
+    pairs, pair_stats = pair_iteration(run, t, scored)
+    log = train_iteration(run, t, pairs)
+    summary = evaluate_checkpoint(run, f"iter_{t}", run.policy_path(t), loop)
+    return record_iteration(run, t, scored, pairs, pair_stats, log, summary)
 
-    # ---------------------------------------------------------------- phases
-    @_timed("generate")
-    def generate(self, t: int) -> Dataset:
-        """K samples per prompt; the rollout's token count and seconds go to ``rollout.json``."""
-        path, stamp = self.iter_dir(t) / "samples", self.run.stamp(f"generate:{t}")
-        if reusable(path, stamp) and read_json(self.iter_dir(t) / "rollout.json", stamp, quiet=True) is not None:
-            return load_from_disk(str(path))
-        o = self.cfg.online
-        prompts = list(self.splits[f"iteration_{t}"]["prompt"])
-        start = time.time()
-        gen = make_generator(self.cfg, self.policy_path(t - 1), None, self.tok,
-                             work_dir=self.iter_dir(t) / "shards", config_path=self.run / "config.yaml")
-        responses = gen.generate(
-            prompts, o.k, o.temperature, o.top_p, o.max_new_tokens, seed=seed_for(self.cfg.runtime.seed, "rollout", t),
-            tag=f"generate:{t}",
-        )
-        ds = Dataset.from_dict({"prompt": prompts, "responses": responses})
-        write_stamped_json(self.iter_dir(t) / "rollout.json", {"new_tokens": gen.new_tokens, "seconds": time.time() - start}, stamp)
-        with atomic_dir(path, stamp) as tmp:
-            ds.save_to_disk(str(tmp))
-        return ds
 
-    @_timed("score")
-    def score(self, t: int, samples: Dataset) -> Dataset:
-        path, stamp = self.iter_dir(t) / "scored", self.run.stamp(f"score:{t}")
-        if reusable(path, stamp):
-            return load_from_disk(str(path))
-        prompts, responses = list(samples["prompt"]), list(samples["responses"])
-        if self.pm:
-            rewards, _ = self.pm.rank([prompt_text(p) for p in prompts], responses, method="round_robin")
-        else:
-            rewards = self.rm.score(prompts, responses)
-        ds = samples.add_column("rewards", rewards)
-        if self.gold:
-            gold = [[self.gold(prompt_text(p), r) for r in rs] for p, rs in zip(prompts, responses)]
-            ds = ds.add_column("gold", gold)
-        with atomic_dir(path, stamp) as tmp:
-            ds.save_to_disk(str(tmp))
-        return ds
+def run_loop(run: RunDir, loop: LoopInputs, progress: bool = True) -> list[dict[str, Any]]:
+    """The SFT model's evaluation, then every iteration (for scripts; notebook 04 spells it out)."""
+    evaluate_checkpoint(run, "sft", run.policy_path(0), loop)
+    out = []
+    for t in range(1, run.cfg.online.iterations + 1):
+        out.append(iteration(run, loop, t))
+        if progress:
+            print(progress_line(out[-1]), flush=True)
+    return out
 
-    @_timed("pair")
-    def pair(self, t: int, scored: Dataset) -> tuple[Dataset, dict[str, int]]:
-        path, stamp = self.iter_dir(t) / "pairs", self.run.stamp(f"pair:{t}")
-        stats_path = self.iter_dir(t) / "pair_stats.json"
-        if reusable(path, stamp) and (stats := read_json(stats_path, stamp, quiet=True)) is not None:
-            return load_from_disk(str(path)), stats["stats"]
-        o = self.cfg.online
-        rows, stats = select_pairs(
-            list(scored["prompt"]), list(scored["responses"]), list(scored["rewards"]),
-            o.selection, o.length_penalty, o.margin, seed=seed_for(self.cfg.runtime.seed, "pair_rule", t),
-        )
-        if not rows:
-            raise ValueError(f"iteration {t}: no prompt gave a pair ({stats}); check online.margin and the scorer")
-        ds = Dataset.from_list(rows)
-        with atomic_dir(path, stamp) as tmp:
-            ds.save_to_disk(str(tmp))
-        write_stamped_json(stats_path, {"stats": stats}, stamp)
-        return ds, stats
 
-    def training_pairs(self, t: int, current: Dataset) -> Dataset:
-        return training_pairs(self.run, t, current)
-
-    # ------------------------------------------------------------- evaluation
-    @_timed("evaluate")
-    def evaluate(self, name: str, model_path: str) -> dict[str, Any]:
-        """``evaluation.evaluate_policy`` of one model (the judge: the reward model; the KL reference:
-        the SFT model; win rates against the SFT model's samples), saved to ``eval/<name>.json``."""
-        path, stamp = self.run / f"eval/{name}.json", self.run.stamp(f"eval:{name}")
-        if (done := read_json(path, stamp)) is not None:
-            return done["summary"]
-        start = time.time()
-        model = load_causal_lm(model_path, self.cfg)
-        # The rollout's backend (vLLM or shards where configured; else HF generate on `model`).
-        gen = make_generator(self.cfg, model_path, model, self.tok,
-                             work_dir=self.run / f"eval/{name}.shards", config_path=self.run / "config.yaml")
-        ref = model if model_path == self.sft_path else load_causal_lm(self.sft_path, self.cfg)
-        baseline = None if name == "sft" else self.eval_frame("sft")
-        summary, frame = evaluate_policy(self.cfg, model, self.tok, self.splits["eval_prompts"], self.rm, ref,
-                                         self.gold, generator=gen, baseline=baseline)
-        summary["eval_seconds"] = time.time() - start
-        write_stamped_json(path, {"summary": summary, "samples": frame.to_dict(orient="records")}, stamp)
-        return summary
-
-    def eval_frame(self, name: str) -> pd.DataFrame:
-        return pd.DataFrame(json.loads((self.run / f"eval/{name}.json").read_text())["samples"])
-
-    # -------------------------------------------------------------- the loop
-    def train(self, t: int, pairs: Dataset) -> TrainLog:
-        """DPO from the policy of iteration t-1 against the reference, on this iteration's pairs
-        (all pairs so far with ``online.accumulate``): the policy of iteration t."""
-        log = launched("dpo", self.run, self.policy_path(t), iteration=t) or train_dpo(
-            self.cfg, self.policy_path(t - 1), self.reference_path(t), self.training_pairs(t, pairs), self.policy_path(t),
-            stamp=self.run.stamp(f"policy:{t}"),
-        )
-        self.phase_seconds.setdefault(t, {})["train"] = log.seconds
-        return log
-
-    def record(self, t: int, scored: Dataset, pairs: Dataset, pair_stats: dict[str, int], log: TrainLog,
-               summary: dict[str, Any]) -> dict[str, Any]:
-        """Iteration t's numbers, saved to ``stats.json``; the saved ones (with the wall times of
-        the run that made them) when the iteration finished before with the same settings."""
-        stats_path, stamp = self.iter_dir(t) / "stats.json", self.run.stamp(f"eval:iter_{t}")
-        if (done := read_json(stats_path, stamp, quiet=True)) is not None:
-            return done["stats"]
-        seconds = self.phase_seconds.get(t, {}) | {"evaluate": self.phase_seconds.get(f"iter_{t}", {}).get("evaluate", 0.0)}
-        train_rows = len(self.training_pairs(t, pairs))
-        rollout = read_json(self.iter_dir(t) / "rollout.json") or {}
-        dpo_tokens = [h["num_tokens"] for h in log.history if "num_tokens" in h]
-        stats = {
-            "iteration": t,
-            **{k: v for k, v in summary.items() if k != "eval_seconds"},
-            "sample_proxy_reward": float(np.mean([np.mean(r) for r in scored["rewards"]])),
-            "sample_gold_reward": float(np.mean([np.mean(g) for g in scored["gold"]])) if self.gold else None,
-            "pairs": pair_stats["pairs"],
-            "prompts": pair_stats["prompts"],
-            "pair_stats": pair_stats,
-            "train_pairs": train_rows,
-            "train_steps": self.steps_for(train_rows),
-            "phase_seconds": seconds,
-            "seconds": sum(seconds.values()),
-            "dpo_loss": [h["loss"] for h in log.history if "loss" in h],
-            # Generated tokens per second of the generate phase (model loading included), and DPO's
-            # non-padding chosen + rejected tokens per second of its training wall time.
-            "throughput": {
-                "rollout_tokens_per_second": rollout["new_tokens"] / rollout["seconds"] if rollout else None,
-                "dpo_tokens_per_second": dpo_tokens[-1] / log.seconds if dpo_tokens and log.seconds else None,
-            },
-        }
-        write_stamped_json(stats_path, {"stats": stats}, stamp)
-        return stats
-
-    def iteration(self, t: int) -> dict[str, Any]:
-        """One full iteration, the paper's five steps (notebook 04 shows them as its loop)."""
-        samples = self.generate(t)
-        scored = self.score(t, samples)
-        pairs, pair_stats = self.pair(t, scored)
-        log = self.train(t, pairs)
-        summary = self.evaluate(f"iter_{t}", self.policy_path(t))
-        return self.record(t, scored, pairs, pair_stats, log, summary)
-
-    def steps_for(self, n_pairs: int) -> int:
-        d = self.cfg.dpo
-        return math.ceil(n_pairs / d.global_batch_size) * math.ceil(d.epochs)
-
-    def run_all(self, progress: bool = True) -> list[dict[str, Any]]:
-        self.evaluate("sft", self.sft_path)
-        out = []
-        for t in range(1, self.cfg.online.iterations + 1):
-            out.append(self.iteration(t))
-            if progress:
-                print(progress_line(out[-1]), flush=True)
-        return out
-
-    # ------------------------------------------------------- offline baseline
-    def offline_baseline(self, online: list[dict[str, Any]]) -> dict[str, Any]:
-        """DPO from the SFT model on the offline preference set, with as many pairs and
-        optimizer steps as the whole online run used: the paper's comparison at equal budget."""
-        n_pairs = sum(s["train_pairs"] for s in online)
-        steps = sum(s["train_steps"] for s in online)
-        offline = self.splits["preference"].shuffle(seed=self.cfg.runtime.seed)
-        offline = offline.select(range(min(n_pairs, len(offline)))).select_columns(PAIR_COLUMNS)
-        out = self.run / "models/offline_dpo"
-        log = launched("offline_dpo", self.run, out) or train_dpo(
-            self.cfg, self.sft_path, self.sft_path, offline, out, max_steps=steps, stamp=self.run.stamp("offline_dpo"))
-        summary = self.evaluate("offline_dpo", str(self.run / "models/offline_dpo"))
-        return {
-            **{k: v for k, v in summary.items() if k != "eval_seconds"},
-            "pairs": len(offline),
-            "train_steps": steps,
-            "seconds": log.seconds + summary["eval_seconds"],
-        }
+def offline_baseline(run: RunDir, loop: LoopInputs, online: list[dict[str, Any]]) -> dict[str, Any]:
+    """DPO from the SFT model on the offline preference set, with as many pairs and optimizer
+    steps as the whole online run used: the paper's comparison at equal budget."""
+    cfg = run.cfg
+    n_pairs = sum(s["train_pairs"] for s in online)
+    steps = sum(s["train_steps"] for s in online)
+    offline = loop.offline_pairs.shuffle(seed=cfg.runtime.seed)
+    offline = offline.select(range(min(n_pairs, len(offline)))).select_columns(PAIR_COLUMNS)
+    out, sft_path = run / "models/offline_dpo", run.policy_path(0)
+    log = launched("offline_dpo", run, out) or train_dpo(
+        cfg, sft_path, sft_path, offline, out, max_steps=steps, stamp=run.stamp("offline_dpo"))
+    summary = evaluate_checkpoint(run, "offline_dpo", str(out), loop)
+    return {
+        **{k: v for k, v in summary.items() if k != "eval_seconds"},
+        "pairs": len(offline),
+        "train_steps": steps,
+        "seconds": log.seconds + summary["eval_seconds"],
+    }
 
 
 def progress_line(stats: dict[str, Any]) -> str:

@@ -83,3 +83,33 @@ def select_pairs(
             )
     stats["pairs"] = len(rows)
     return rows, stats
+
+
+def pair_iteration(run: Any, t: int, scored: Any) -> tuple[Any, dict[str, int]]:
+    """Step 3 of online iteration ``t``: :func:`select_pairs` with the run's rule
+    (``online.selection``, ``length_penalty``, ``margin``) over the scored samples. Saved with its
+    fingerprint to ``online/iter_<t>/pairs`` (``prompt``, ``chosen``, ``rejected`` and both
+    rewards), the statistics and seconds to ``pair_stats.json``. Usage::
+
+        pairs, stats = pair_iteration(run, 1, scored)
+    """
+    import time
+
+    from datasets import Dataset, load_from_disk
+
+    from .artifacts import atomic_dir, read_json, reusable, write_stamped_json
+    from .seeds import seed_for
+
+    path, stamp, stats_path = run.iter_dir(t) / "pairs", run.stamp(f"pair:{t}"), run.iter_dir(t) / "pair_stats.json"
+    if reusable(path, stamp) and (done := read_json(stats_path, stamp, quiet=True)) is not None:
+        return load_from_disk(str(path)), done["stats"]
+    o, start = run.cfg.online, time.time()
+    rows, stats = select_pairs(list(scored["prompt"]), list(scored["responses"]), list(scored["rewards"]),
+                               o.selection, o.length_penalty, o.margin, seed=seed_for(run.cfg.runtime.seed, "pair_rule", t))
+    if not rows:
+        raise ValueError(f"iteration {t}: no prompt gave a pair ({stats}); check online.margin and the scorer")
+    ds = Dataset.from_list(rows)
+    with atomic_dir(path, stamp) as tmp:
+        ds.save_to_disk(str(tmp))
+    write_stamped_json(stats_path, {"stats": stats, "seconds": time.time() - start}, stamp)
+    return ds, stats

@@ -19,7 +19,7 @@ Usage::
 
     cfg, run, world = start("tiny", "runs/tiny", {})
     budget = cfg.online.iterations * cfg.world.n_iteration_prompts * cfg.online.k
-    peer = run_online_dpo_peer(cfg, run, world, budget, run / "models/online_dpo_peer")
+    peer = run_online_dpo_peer(cfg, run, world.gold_reward, budget, run / "models/online_dpo_peer")
     peer["gold_reward"], peer["win_rate_vs_sft"], peer["updates"]
 """
 
@@ -37,11 +37,10 @@ from datasets import concatenate_datasets
 from .artifacts import RunDir
 from .config import Config
 from .data import load_splits
-from .evaluation import evaluate_policy
+from .evaluation import GoldReward, evaluate_policy
 from .models import load_causal_lm, load_tokenizer
 from .scoring import RewardScorer
 from .trainers import _fit, common_args, drop_long_prompts, lora_config
-from .world import ToyWorld
 
 GENERATIONS_PER_PROMPT = 2  # fixed inside OnlineDPOTrainer (self.num_generations = 2); not configurable
 
@@ -53,7 +52,7 @@ class RewardModelReward:
     trainer_state=..., **dataset_columns)`` and wants one float per completion. For conversational
     data a prompt is a message list and a completion is ``[{"role": "assistant", "content": text}]``.
     We score the decoded *text* through :class:`RewardScorer`, which re-renders it with the reward
-    model's own tokenizer and chat template: the same scoring as ``OnlineLoop.score``, and correct
+    model's own tokenizer and chat template: the same scoring as ``scoring.score_iteration``, and correct
     even when the reward model's tokenizer differs from the policy's (TRL's built-in model path
     would need a matching ``reward_processing_classes`` to get that right).
     """
@@ -77,7 +76,7 @@ def online_dpo_steps(total_samples: int, global_batch_size: int) -> int:
     return math.ceil(total_samples / (GENERATIONS_PER_PROMPT * global_batch_size))
 
 
-def run_online_dpo_peer(cfg: Config, run: RunDir, world: ToyWorld | None, total_samples: int, output_dir: Path) -> dict:
+def run_online_dpo_peer(cfg: Config, run: RunDir, gold: GoldReward | None, total_samples: int, output_dir: Path) -> dict:
     """Train run/models/sft with OnlineDPOTrainer on the online loop's prompts, then evaluate it.
 
     Same prompts (data/iteration_1..T), reward model, sampling settings (``cfg.online``), beta,
@@ -128,11 +127,11 @@ def run_online_dpo_peer(cfg: Config, run: RunDir, world: ToyWorld | None, total_
     log = _fit(trainer, output_dir, None)  # train, merge LoRA, save atomically (same path as our DPO stages)
     updates = trainer.state.global_step
 
-    # The one evaluation protocol (as OnlineLoop.evaluate: same prompts, settings, seed, judge and
+    # The one evaluation protocol (as evaluation.evaluate_checkpoint: same prompts, settings, seed, judge and
     # SFT reference): equal gold at a different KL is the interesting difference between the two schemes.
     policy = load_causal_lm(output_dir, cfg)
     summary, _ = evaluate_policy(cfg, policy, tok, splits["eval_prompts"], scorer, load_causal_lm(sft_path, cfg),
-                                 gold=world.gold_reward if world else None, baseline=pd.DataFrame(sft_eval))
+                                 gold=gold, baseline=pd.DataFrame(sft_eval))
     return {
         **summary,
         "samples_generated": reward.scored,  # counted at the reward function, not computed

@@ -32,8 +32,10 @@ def model_names(cfg: Config) -> list[str]:
 
 def load_samples(run: RunDir, name: str) -> pd.DataFrame:
     """The held-out samples stage 4 drew from one model (same prompts, settings and seed for all)."""
-    path = run.require(f"eval/{name}.json", "04_online_iterative_dpo.ipynb", f"eval:{name}")
-    return pd.DataFrame(json.loads(path.read_text())["samples"])
+    from .evaluation import eval_frame
+
+    run.require(f"eval/{name}.json", "04_online_iterative_dpo.ipynb", f"eval:{name}")
+    return eval_frame(run, name)
 
 
 def compare_models(run: RunDir, cfg: Config, has_gold: bool) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:

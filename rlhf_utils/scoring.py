@@ -194,3 +194,37 @@ class PreferenceScorer:
             s[b], s[w] = 1.0, -1.0
             scores.append(s)
         return scores, n_best + n_worst
+
+
+def score_iteration(run: Any, t: int, samples: Any, judge: "RewardScorer | PreferenceScorer",
+                    gold: Any | None = None) -> Any:
+    """Step 2 of online iteration ``t``: the judge's score of every sample (a reward model's
+    score, or the preference model's round-robin win rate), and the gold reward when the world
+    has one. Saved with its fingerprint to ``online/iter_<t>/scored`` (columns ``rewards`` and
+    ``gold`` added to the samples), its seconds to ``score.json``. Usage::
+
+        scored = score_iteration(run, 1, samples, loop.judge, loop.gold)
+    """
+    import time
+
+    from datasets import load_from_disk
+
+    from .artifacts import atomic_dir, read_json, reusable, write_stamped_json
+    from .data import prompt_text
+
+    path, stamp = run.iter_dir(t) / "scored", run.stamp(f"score:{t}")
+    if reusable(path, stamp) and read_json(run.iter_dir(t) / "score.json", stamp, quiet=True) is not None:
+        return load_from_disk(str(path))
+    start = time.time()
+    prompts, responses = list(samples["prompt"]), list(samples["responses"])
+    if isinstance(judge, PreferenceScorer):
+        rewards, _ = judge.rank([prompt_text(p) for p in prompts], responses, method="round_robin")
+    else:
+        rewards = judge.score(prompts, responses)
+    ds = samples.add_column("rewards", rewards)
+    if gold is not None:
+        ds = ds.add_column("gold", [[gold(prompt_text(p), r) for r in rs] for p, rs in zip(prompts, responses)])
+    write_stamped_json(run.iter_dir(t) / "score.json", {"seconds": time.time() - start}, stamp)
+    with atomic_dir(path, stamp) as tmp:
+        ds.save_to_disk(str(tmp))
+    return ds

@@ -37,17 +37,20 @@ def parser() -> argparse.ArgumentParser:
 
 def run_sampling(stage: str, cfg, run, world, t: int) -> None:
     """generate / score / pair one iteration (each step reused when finished with the same settings)."""
-    from .online import OnlineLoop
+    from .generation import sample_iteration
+    from .online import iteration, prepare_loop
+    from .pairs import pair_iteration
+    from .scoring import score_iteration
 
-    loop = OnlineLoop(cfg, run, world)
+    loop = prepare_loop(cfg, run, world.gold_reward if world else None)
     if stage == "iteration":
-        print(json.dumps(loop.iteration(t), indent=2))
+        print(json.dumps(iteration(run, loop, t), indent=2))
         return
-    samples = loop.generate(t)
+    samples = sample_iteration(run, t, loop.prompts[t], loop.tok)
     if stage in ("score", "pair"):
-        scored = loop.score(t, samples)
+        scored = score_iteration(run, t, samples, loop.judge, loop.gold)
         if stage == "pair":
-            print(json.dumps(loop.pair(t, scored)[1]))
+            print(json.dumps(pair_iteration(run, t, scored)[1]))
     print(f"{stage}: iteration {t} done under {run.iter_dir(t).relative_to(run.path)}")
 
 
@@ -73,7 +76,7 @@ def run_training(stage: str, cfg, run, world, t: int) -> None:
             start = prepare_scorer_start(cfg, run, stage)
         elif stage == "dpo":
             from .artifacts import reusable
-            from .online import training_pairs
+            from .trainers import training_pairs
 
             # The pairs come from the pair step (notebook 04 makes them before it launches DPO), so a DPO
             # rank loads no judge; run from a script without them, the first process makes them here.
@@ -91,10 +94,10 @@ def run_training(stage: str, cfg, run, world, t: int) -> None:
         log = train_dpo(cfg, run.policy_path(t - 1), run.reference_path(t), pairs, run.policy_path(t),
                         stamp=run.stamp(f"policy:{t}"))
     else:  # offline_dpo: the budget of the finished online run
-        from .online import OnlineLoop
+        from .online import iteration, offline_baseline, prepare_loop
 
-        loop = OnlineLoop(cfg, run, world)
-        print(loop.offline_baseline([loop.iteration(s) for s in range(1, cfg.online.iterations + 1)]))
+        loop = prepare_loop(cfg, run, world.gold_reward if world else None)
+        print(offline_baseline(run, loop, [iteration(run, loop, s) for s in range(1, cfg.online.iterations + 1)]))
         return
     print(f"{stage}: done in {log.seconds:.1f}s")
 

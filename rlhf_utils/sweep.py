@@ -374,16 +374,14 @@ def _is_finished(run_dir: Path, cfg: Config) -> bool:
 
 def _peer(preset: str, overrides: dict[str, Any], base_dir: Path, out: Path, samples: int, resume: bool) -> dict[str, Any]:
     """TRL's fully online trainer from the baseline's SFT and reward models, at its generated samples."""
+    from .data import gold_reward_of
     from .peer import run_online_dpo_peer
-    from .world import ToyWorld
-    from .data import is_toy_world
 
     path = out / "peer.json"
     if resume and (done := read_json(path)) is not None and done.get("samples") == samples and done.get("overrides") == _jsonable(overrides):
         return done["metrics"]
     cfg = load_config(preset, overrides)
-    world = ToyWorld.from_recipe(cfg.data.recipe) if is_toy_world(cfg) else None
-    result = run_online_dpo_peer(cfg, RunDir(base_dir, cfg), world, samples, out / "model")
+    result = run_online_dpo_peer(cfg, RunDir(base_dir, cfg), gold_reward_of(cfg), samples, out / "model")
     metrics = {k: result[k] for k in METRICS if k in result} | {"online_seconds": result["seconds"],
                                                                "wall_seconds": result["seconds"],
                                                                "generated_samples": result.get("samples_generated")}

@@ -345,3 +345,31 @@ def train_dpo(
         peft_config=peft,
     )
     return _fit(trainer, output_dir, stamp)
+
+
+PAIR_COLUMNS = ["prompt", "chosen", "rejected"]
+
+
+def training_pairs(run: Any, t: int, current: Dataset) -> Dataset:
+    """Iteration t's DPO data: its own pairs, or (``online.accumulate``) all pairs gathered so far."""
+    from datasets import concatenate_datasets, load_from_disk
+
+    if not run.cfg.online.accumulate or t == 1:
+        return current.select_columns(PAIR_COLUMNS)
+    older = [load_from_disk(str(run.iter_dir(s) / "pairs")).select_columns(PAIR_COLUMNS) for s in range(1, t)]
+    return concatenate_datasets([*older, current.select_columns(PAIR_COLUMNS)])
+
+
+def train_iteration(run: Any, t: int, pairs: Dataset) -> TrainLog:
+    """Step 4 of online iteration ``t``: DPO from the policy of t-1 against the reference
+    (``online.reference``) on this iteration's pairs (all pairs so far with ``online.accumulate``),
+    saved as the policy of iteration t (``run.policy_path(t)``); launched over the GPUs when there
+    are several. Usage::
+
+        log = train_iteration(run, 1, pairs)
+    """
+    from .launch import launched
+
+    return launched("dpo", run, run.policy_path(t), iteration=t) or train_dpo(
+        run.cfg, run.policy_path(t - 1), run.reference_path(t), training_pairs(run, t, pairs), run.policy_path(t),
+        stamp=run.stamp(f"policy:{t}"))

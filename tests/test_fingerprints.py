@@ -99,3 +99,15 @@ def test_fewer_prompts_per_iteration_redo_the_loop_from_sampling_on():
     redo = changed({"online.prompts_per_iteration": 128})
     assert {"data", "sft", "reward_model", "preference_model", "eval:sft"}.isdisjoint(redo)
     assert {"generate:1", "score:1", "pair:1", "policy:3", "offline_dpo"} <= redo
+
+
+def test_a_recipe_edited_in_place_redoes_the_data(tmp_path):
+    from rlhf_utils.recipes import recipe_path
+
+    recipe = tmp_path / "my_world.yaml"
+    recipe.write_text(recipe_path("toy_world").read_text())
+    cfg = load_config("tiny", {"data.recipe": str(recipe)})
+    before = Fingerprints(cfg)("data").record()
+    recipe.write_text(recipe.read_text().replace("tea", "soup"))
+    changes = Fingerprints(cfg)("data").changes(before)
+    assert len(changes) == 1 and changes[0].startswith("derived.recipe_sha256: ")

@@ -107,7 +107,7 @@ def test_iteration_without_prompts_is_refused(tiny_run, tmp_path, capsys):
     """Every prompt over data.max_prompt_length is dropped, leaving an iteration empty: refused before sampling."""
     from rlhf_utils.artifacts import RunDir
     from rlhf_utils.config import load_config
-    from rlhf_utils.online import OnlineLoop
+    from rlhf_utils.online import prepare_loop
     from rlhf_utils.world import ToyWorld
 
     run_dir, _ = tiny_run
@@ -116,5 +116,5 @@ def test_iteration_without_prompts_is_refused(tiny_run, tmp_path, capsys):
         shutil.copytree(run_dir / part, copy / part)
     with pytest.raises(ValueError, match="iteration_1: has no prompts"):
         cfg = load_config("tiny", {"data.max_prompt_length": 1})
-        OnlineLoop(cfg, RunDir(copy, cfg), ToyWorld.from_recipe())
+        prepare_loop(cfg, RunDir(copy, cfg), ToyWorld.from_recipe().gold_reward)
     assert "iteration_1: dropped 512 rows with prompts longer than 1 tokens" in capsys.readouterr().out
