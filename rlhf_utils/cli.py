@@ -132,14 +132,12 @@ def main(argv: list[str] | None = None) -> int:
             run_bench(args.preset, args.seeds, args.out, _overrides(args), not args.no_scaling, not args.no_peer)
             print((Path(args.out) / "report.md").read_text())
         elif args.command == "sweep":
-            from .artifacts import default_run_dir
             from .sweep import run_sweep
 
             if args.seeds < 1:
                 raise ConfigError(f"--seeds: must be >= 1 (got {args.seeds})")
-            out = Path(args.out) if args.out else default_run_dir("sweeps") / Path(args.grid).stem
-            run_sweep(args.preset, args.grid, args.seeds, out, _overrides(args), resume=args.resume)
-            print((out / "report.md").read_text())
+            report = run_sweep(args.preset, args.grid, args.seeds, args.out, _overrides(args), resume=args.resume)
+            print((Path(report["out"]) / "report.md").read_text())
         elif args.command == "bench-generation":
             from .bench import generation_throughput
 

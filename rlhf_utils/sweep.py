@@ -24,7 +24,7 @@ from the baseline variant's run.
 Usage::
 
     rlhf-workflow sweep --preset tiny --grid sweeps/paper_ablations.yaml --seeds 3 [--out DIR] [--resume]
-    report = run_sweep("tiny", "sweeps/paper_ablations.yaml", seeds=3, out_dir="sweeps/out")
+    report = run_sweep("tiny", "sweeps/paper_ablations.yaml", seeds=3)   # into runs/sweeps/paper_ablations
 
 Output: ``<out>/report.json``, ``<out>/report.md`` and one PNG per knob beside them.
 """
@@ -45,11 +45,11 @@ from typing import Any
 
 import yaml
 
-from .artifacts import FINGERPRINT, RunDir, atomic_write_json, atomic_write_text, read_json
+from .artifacts import FINGERPRINT, RunDir, atomic_write_json, atomic_write_text, default_run_dir, read_json
 from .config import Config, ConfigError, format_value, load_config
 
 GRID_FIELDS = {"description", "base", "variants", "sweeps", "peer"}
-VARIANT_FIELDS = {"label", "knob", "set"}
+VARIANT_FIELDS = {"label", "knob", "set", "vs"}
 SWEEP_FIELDS = {"knob", "key", "values", "labels"}
 # The notebooks a variant may run, and the phases each one makes (a variant starts at the first
 # notebook whose phases it cannot share; 04 always runs, since it is what a variant varies).
@@ -67,6 +67,7 @@ class Variant:
     label: str
     knob: str
     overrides: dict[str, Any] = field(default_factory=dict)
+    vs: str | None = None  # the label its effect is measured against (default: the grid's baseline)
 
     @property
     def slug(self) -> str:
@@ -117,7 +118,8 @@ def load_grid(path: str | Path, preset: str, overrides: dict[str, Any] | None = 
         if not isinstance(v, dict) or "label" not in v:
             raise ConfigError(f"{where}: each variant needs a 'label' (and 'knob', 'set')")
         _unknown(v, VARIANT_FIELDS, where)
-        variants.append(Variant(str(v["label"]), str(v.get("knob", "baseline")), _mapping(v.get("set"), f"{where} {v['label']!r}: set")))
+        variants.append(Variant(str(v["label"]), str(v.get("knob", "baseline")), _mapping(v.get("set"), f"{where} {v['label']!r}: set"),
+                                str(v["vs"]) if v.get("vs") is not None else None))
     for i, s in enumerate(raw.get("sweeps") or []):
         where = f"{path}: sweeps[{i}]"
         if not isinstance(s, dict) or "key" not in s or not isinstance(s.get("values"), list) or not s["values"]:
@@ -129,6 +131,10 @@ def load_grid(path: str | Path, preset: str, overrides: dict[str, Any] | None = 
         variants += [Variant(str(lab), str(s.get("knob", s["key"])), {s["key"]: v}) for lab, v in zip(labels, s["values"])]
     if not variants:
         raise ConfigError(f"{path}: no variants (give 'variants' or 'sweeps')")
+    labels = {v.label for v in variants}
+    for v in variants:
+        if v.vs is not None and (v.vs not in labels or v.vs == v.label):
+            raise ConfigError(f"{path}: variant {v.label!r} ({v.knob}): vs: no other variant is labelled {v.vs!r}")
     seen: set[tuple[str, str]] = set()
     for v in variants:
         if (v.knob, v.label) in seen or any(v.slug == w.slug for w in variants if w is not v and (w.knob, w.label) in seen):
@@ -288,17 +294,17 @@ def effect(variant: dict[int, dict[str, Any]], baseline: dict[int, dict[str, Any
 
 
 def run_sweep(
-    preset: str, grid_path: str | Path, seeds: int = 3, out_dir: str | Path = "sweeps/out",
+    preset: str, grid_path: str | Path, seeds: int = 3, out_dir: str | Path | None = None,
     overrides: dict[str, Any] | None = None, resume: bool = False, shared_run: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run every variant of a grid for ``seeds`` seeds (counted up from ``runtime.seed``); write the
-    report. ``shared_run``: a finished run dir (one seed) whose upstream stages, and whose own
+    report into ``out_dir`` (default ``runs/sweeps/<grid name>``). ``shared_run``: a finished run dir (one seed) whose upstream stages, and whose own
     results when the baseline variant equals its settings, are used instead of running them."""
     from .pipeline import run_pipeline
 
     overrides = dict(overrides or {})
     grid = load_grid(grid_path, preset, overrides)
-    out = Path(out_dir)
+    out = Path(out_dir) if out_dir else default_run_dir("sweeps") / Path(grid_path).stem
     if out.exists() and not resume:
         for old in out.glob("seed_*"):
             shutil.rmtree(old)
@@ -310,6 +316,7 @@ def run_sweep(
     per_variant: dict[str, dict[int, dict[str, Any]]] = {v.slug: {} for v in grid.variants}
     records: dict[str, dict[int, dict[str, Any]]] = {v.slug: {} for v in grid.variants}
     peers: dict[int, dict[str, Any]] = {}
+    spent: dict[str, list[float]] = {"shared": [], "variant": []}  # seconds, for the estimate of the time left
     done, total = 0, len(seed_list) * len(grid.variants)
     sweep_start = time.time()
     for seed in seed_list:
@@ -317,18 +324,24 @@ def run_sweep(
         seed_dir = out / f"seed_{seed}"
         if shared_run is not None:
             upstream = Path(shared_run)
+        elif resume and all(_finished_record(seed_dir / v.slug / "variant.json", load_config(preset, seed_ov | v.overrides))
+                            for v in grid.variants):
+            upstream = seed_dir / "shared"  # every variant of this seed is done: nothing to share
         else:
             upstream = seed_dir / "shared"
             print(f"sweep: seed {seed}: shared stages (notebooks 01-03) ...", flush=True)
+            t0 = time.time()
             run_pipeline(preset, upstream, seed_ov, notebooks=list(UPSTREAM), progress=False, resume=True, quiet=True)
+            spent["shared"].append(time.time() - t0)
         donors = [upstream]
         for v in grid.variants:
+            t0 = time.time()
             vov = seed_ov | v.overrides
             cfg = load_config(preset, vov)
             vdir = seed_dir / v.slug
             record_path = vdir / "variant.json"
-            record = read_json(record_path) if resume else None
-            if record is not None and _is_finished(Path(record["run_dir"]), cfg):  # its fingerprints say: same settings
+            record = _finished_record(record_path, cfg) if resume else None
+            if record is not None:
                 metrics = record["metrics"]
             else:
                 if shared_run is not None and _is_finished(upstream, cfg):
@@ -343,7 +356,10 @@ def run_sweep(
             per_variant[v.slug][seed], records[v.slug][seed] = metrics, record
             donors.append(Path(record["run_dir"]))
             done += 1
-            eta = (time.time() - sweep_start) / done * (total - done)
+            spent["variant"].append(time.time() - t0)
+            left_seeds = len(seed_list) - seed_list.index(seed) - 1
+            eta = (statistics.fmean(spent["variant"]) * (total - done)
+                   + (statistics.fmean(spent["shared"]) * left_seeds if spent["shared"] else 0.0))
             print(f"sweep: seed {seed} | {v.knob}: {v.label} | " + _line(metrics) + f" | {done}/{total}, ~{eta / 60:.1f} min left",
                   flush=True)
         if grid.peer:
@@ -352,10 +368,17 @@ def run_sweep(
                                 baseline["metrics"]["generated_samples"], resume)
             print(f"sweep: seed {seed} | peer: TRL OnlineDPOTrainer | " + _line(peers[seed]), flush=True)
     report = build_report(grid, preset, overrides, seed_list, per_variant, records, peers, time.time() - sweep_start)
+    report["out"] = str(out)
     atomic_write_json(out / "report.json", report)
     figures = plot_knobs(report, out)
     atomic_write_text(out / "report.md", render_markdown(report, figures))
     return report
+
+
+def _finished_record(path: Path, cfg: Config) -> dict[str, Any] | None:
+    """A variant's record, when the run dir it names finished with these settings (its fingerprints say so)."""
+    record = read_json(path)
+    return record if record is not None and _is_finished(Path(record["run_dir"]), cfg) else None
 
 
 def _is_finished(run_dir: Path, cfg: Config) -> bool:
@@ -414,13 +437,15 @@ def build_report(grid: Grid, preset: str, overrides: dict[str, Any], seeds: list
                  per_variant: dict[str, dict[int, dict[str, Any]]], records: dict[str, dict[int, dict[str, Any]]],
                  peers: dict[int, dict[str, Any]], seconds: float) -> dict[str, Any]:
     baseline = grid.variants[0]
+    by_label = {v.label: v for v in grid.variants}
     rows = []
     for v in grid.variants:
-        runs = per_variant[v.slug]
+        runs, ref = per_variant[v.slug], by_label[v.vs] if v.vs else baseline
         rows.append({
             "label": v.label, "knob": v.knob, "overrides": _jsonable(grid.base | v.overrides),
             "aggregate": aggregate(runs), "per_seed": {str(s): m for s, m in runs.items()},
-            "effect_vs_baseline": None if v is baseline else effect(runs, per_variant[baseline.slug]),
+            "vs": ref.label,
+            "effect_vs_baseline": None if v is baseline else effect(runs, per_variant[ref.slug]),
             "commands": {str(s): command_for(preset, s, overrides | grid.base | v.overrides) for s in runs},
             # What each seed's run shared from the runs before it, and the notebooks it executed.
             "shared_phases": {str(s): r["shared_phases"] for s, r in records[v.slug].items()},
@@ -466,7 +491,7 @@ def _effect_text(e: dict[str, Any] | None) -> str:
 
 def table_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per variant, then offline DPO and the peer: the table the notebook and report.md show."""
-    rows = [{"knob": r["knob"], "variant": r["label"], **r["aggregate"], "effect": r["effect_vs_baseline"]}
+    rows = [{"knob": r["knob"], "variant": r["label"], **r["aggregate"], "effect": r["effect_vs_baseline"], "vs": r.get("vs")}
             for r in report["variants"]]
     rows.append({"knob": "reference lines", "variant": "offline DPO (equal budget)", **report["offline_dpo"]["aggregate"],
                  "effect": report["offline_dpo"]["effect_vs_baseline"]})
@@ -483,14 +508,15 @@ def render_markdown(report: dict[str, Any], figures: list[str]) -> str:
         report["description"].strip(), "",
         f"Run on {report['date']} on {report['machine']}; wall time {report['wall_seconds'] / 60:.1f} min.", "",
         f"Each cell: mean ± std over {n} seed(s) (the value itself for one seed) of the last iteration on the held-out prompts. Effect: the paired "
-        f"difference in gold win rate from the baseline ({report['baseline']}), *resolved* when every seed agrees in sign "
+        f"difference in gold win rate from the baseline ({report['baseline']}, or the variant named), *resolved* when every seed agrees in sign "
         "and the mean is over two standard errors from 0 (never on one seed).", "",
         "| knob | variant | gold win rate vs SFT | effect | gold reward | LC win rate | RM win rate | length | KL | online s | wall s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in table_rows(report):
         agg = {k: v for k, v in row.items() if isinstance(v, dict) and "mean" in v}
-        lines.append(f"| {row['knob']} | {row['variant']} | {_fmt(agg, 'win_rate_vs_sft')} | {_effect_text(row['effect'])} | "
+        against = f" vs {row['vs']}" if row.get("vs") and row["vs"] != report["baseline"] and row["effect"] else ""
+        lines.append(f"| {row['knob']} | {row['variant']} | {_fmt(agg, 'win_rate_vs_sft')} | {_effect_text(row['effect'])}{against} | "
                      f"{_fmt(agg, 'gold_reward')} | {_fmt(agg, 'lc_win_rate_vs_sft')} | {_fmt(agg, 'rm_win_rate_vs_sft')} | "
                      f"{_fmt(agg, 'mean_length', 1)} | {_fmt(agg, 'kl_to_ref', 2)} | {_fmt(agg, 'online_seconds', 0)} | "
                      f"{_fmt(agg, 'wall_seconds', 0)} |")
@@ -518,8 +544,13 @@ def knob_figures(report: dict[str, Any]) -> dict[str, Any]:
     key = "win_rate_vs_sft" if "win_rate_vs_sft" in report["variants"][0]["aggregate"] else "rm_win_rate_vs_sft"
     baseline = report["variants"][0]
     figures = {}
+    by_label = {r["label"]: r for r in report["variants"]}
     for knob in dict.fromkeys(r["knob"] for r in report["variants"][1:]):
-        rows = [baseline] + [r for r in report["variants"] if r["knob"] == knob]
+        mine = [r for r in report["variants"] if r["knob"] == knob]
+        # grey bar: the knob's own reference when its variants are measured against one of them, else the baseline
+        own = {r["vs"] for r in mine if by_label.get(r.get("vs")) in mine}
+        ref = by_label[own.pop()] if len(own) == 1 else baseline
+        rows = [ref] + [r for r in mine if r is not ref]
         fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(rows), 3.2))
         means = [r["aggregate"][key]["mean"] for r in rows]
         stds = [r["aggregate"][key]["std"] for r in rows]
@@ -527,7 +558,7 @@ def knob_figures(report: dict[str, Any]) -> dict[str, Any]:
         refs = [("offline DPO", report["offline_dpo"], "--"), ("TRL online DPO", report.get("peer"), ":")]
         for name, ref, style in refs:
             if ref and key in ref["aggregate"]:
-                ax.axhline(ref["aggregate"][key]["mean"], color="tab:red", ls=style, label=f"{name} (equal budget)")
+                ax.axhline(ref["aggregate"][key]["mean"], color="tab:red", ls=style, label=f"{name} (the baseline's budget)")
                 means.append(ref["aggregate"][key]["mean"])
         ax.set_xticks(range(len(rows)), [r["label"] for r in rows], rotation=20, ha="right", fontsize=8)
         ax.set(ylabel=key.replace("_", " "), title=f"{knob} ({len(report['seeds'])} seed(s), bars: ± std)")

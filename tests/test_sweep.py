@@ -5,7 +5,7 @@ import json
 import pytest
 
 from rlhf_utils.config import ConfigError, load_config
-from rlhf_utils.sweep import effect, load_grid, notebooks_to_run, share_artifacts
+from rlhf_utils.sweep import Variant, effect, load_grid, notebooks_to_run, share_artifacts
 from rlhf_utils.artifacts import RunDir, atomic_dir, write_stamped_json
 
 
@@ -84,24 +84,26 @@ def test_notebook_06_sweep_shares_the_run_and_reports_every_variant(tiny_run):
     report = json.loads((run_dir / "ablations/report.json").read_text())
     assert set(report) >= {"grid", "seeds", "date", "machine", "wall_seconds", "baseline", "variants", "offline_dpo", "peer"}
     assert report["seeds"] == [42] and len(report["variants"]) == 3
-    base, random_pairs, previous = report["variants"]
+    base, random_pairs, penalised = report["variants"]
     assert base["notebooks"]["42"] == [] and base["run_dirs"]["42"] == str(run_dir)
     # the baseline's numbers are the run's own last iteration
     assert base["aggregate"]["win_rate_vs_sft"]["mean"] == results["online_dpo"]["iterations"][-1]["win_rate_vs_sft"]
-    for row in (random_pairs, previous):
+    for row in (random_pairs, penalised):
         assert row["notebooks"]["42"] == ["04_online_iterative_dpo.ipynb"]
-        assert {"sft", "reward_model", "preference_model", "eval:sft", "generate:1"} <= set(row["shared_phases"]["42"])
-        assert (run_dir / "ablations/seed_42" / f"{row['knob']}_{row['label']}".replace(" ", "_") / "notebooks/04_online_iterative_dpo.ipynb").exists()
+        shared = set(row["shared_phases"]["42"])
+        assert {"sft", "reward_model", "preference_model", "eval:sft", "generate:1", "score:1"} <= shared
+        assert "pair:1" not in shared and "policy:1" not in shared          # the pair rule changes the pairs
+        slug = Variant(row["label"], row["knob"]).slug
+        assert (run_dir / "ablations/seed_42" / slug / "notebooks/04_online_iterative_dpo.ipynb").exists()
         assert set(row["aggregate"]) >= {"win_rate_vs_sft", "gold_reward", "lc_win_rate_vs_sft", "rm_win_rate_vs_sft",
                                          "mean_length", "kl_to_ref", "online_seconds", "wall_seconds"}
         assert row["effect_vs_baseline"]["seeds"] == 1 and not row["effect_vs_baseline"]["resolved"]
-        assert row["commands"]["42"].startswith("rlhf-workflow run --preset tiny --seed 42 --set ")
-    assert "score:1" in random_pairs["shared_phases"]["42"] and "pair:1" not in random_pairs["shared_phases"]["42"]
-    assert "pair:1" in previous["shared_phases"]["42"] and "policy:1" not in previous["shared_phases"]["42"]
+        assert row["commands"]["42"].startswith("rlhf-workflow run --preset tiny --seed 42 --set online.selection=")
     assert random_pairs["aggregate"]["win_rate_vs_sft"] != base["aggregate"]["win_rate_vs_sft"]
     assert (run_dir / "ablations/report.md").read_text().count("| pair rule | random |") == 1
     assert (run_dir / "ablations/pair_rule.png").stat().st_size > 1000
-    assert set(results["ablations"]["variants"]) == {"baseline: max_min (paper)", "pair rule: random", "reference: previous policy"}
+    assert set(results["ablations"]["variants"]) == {"baseline: max_min (paper)", "pair rule: random",
+                                                     "pair rule: max_min_p, lambda 0.05"}
 
 
 @pytest.mark.e2e
