@@ -298,8 +298,9 @@ def run_sweep(
     overrides: dict[str, Any] | None = None, resume: bool = False, shared_run: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run every variant of a grid for ``seeds`` seeds (counted up from ``runtime.seed``); write the
-    report into ``out_dir`` (default ``runs/sweeps/<grid name>``). ``shared_run``: a finished run dir (one seed) whose upstream stages, and whose own
-    results when the baseline variant equals its settings, are used instead of running them."""
+    report into ``out_dir`` (default ``runs/sweeps/<grid name>``). ``shared_run``: a finished run
+    dir (one seed) whose upstream stages, and whose own results when a variant's settings equal
+    its own, are used instead of running them (notebook 06)."""
     from .pipeline import run_pipeline
 
     overrides = dict(overrides or {})
@@ -313,8 +314,7 @@ def run_sweep(
     seed_list = [base_seed + i for i in range(seeds)]
     if shared_run is not None and seeds != 1:
         raise ConfigError("shared_run: a finished run dir holds one seed; use seeds=1 with it")
-    per_variant: dict[str, dict[int, dict[str, Any]]] = {v.slug: {} for v in grid.variants}
-    records: dict[str, dict[int, dict[str, Any]]] = {v.slug: {} for v in grid.variants}
+    records: dict[str, dict[int, dict[str, Any]]] = {v.slug: {} for v in grid.variants}  # slug -> seed -> record
     peers: dict[int, dict[str, Any]] = {}
     spent: dict[str, list[float]] = {"shared": [], "variant": []}  # seconds, for the estimate of the time left
     done, total = 0, len(seed_list) * len(grid.variants)
@@ -336,24 +336,9 @@ def run_sweep(
         donors = [upstream]
         for v in grid.variants:
             t0 = time.time()
-            vov = seed_ov | v.overrides
-            cfg = load_config(preset, vov)
-            vdir = seed_dir / v.slug
-            record_path = vdir / "variant.json"
-            record = _finished_record(record_path, cfg) if resume else None
-            if record is not None:
-                metrics = record["metrics"]
-            else:
-                if shared_run is not None and _is_finished(upstream, cfg):
-                    vdir, info = upstream, {"shared": ["all"], "notebooks": [], "wall_seconds": 0.0}
-                    record_path = seed_dir / v.slug / "variant.json"
-                else:
-                    info = _run_variant(preset, vdir, vov, donors)
-                metrics = variant_metrics(vdir, cfg) | {"wall_seconds": info["wall_seconds"]}
-                record = {"label": v.label, "knob": v.knob, "seed": seed, "overrides": _jsonable(vov), "run_dir": str(vdir),
-                          "shared_phases": info["shared"], "notebooks": info["notebooks"], "metrics": metrics}
-                atomic_write_json(record_path, record)
-            per_variant[v.slug][seed], records[v.slug][seed] = metrics, record
+            record = _variant_record(preset, v, seed, seed_ov | v.overrides, seed_dir, donors,
+                                     upstream if shared_run is not None else None, resume)
+            records[v.slug][seed], metrics = record, record["metrics"]
             donors.append(Path(record["run_dir"]))
             done += 1
             spent["variant"].append(time.time() - t0)
@@ -367,12 +352,32 @@ def run_sweep(
             peers[seed] = _peer(preset, seed_ov, Path(baseline["run_dir"]), seed_dir / "peer",
                                 baseline["metrics"]["generated_samples"], resume)
             print(f"sweep: seed {seed} | peer: TRL OnlineDPOTrainer | " + _line(peers[seed]), flush=True)
-    report = build_report(grid, preset, overrides, seed_list, per_variant, records, peers, time.time() - sweep_start)
+    report = build_report(grid, preset, overrides, seed_list, records, peers, time.time() - sweep_start)
     report["out"] = str(out)
     atomic_write_json(out / "report.json", report)
     figures = plot_knobs(report, out)
     atomic_write_text(out / "report.md", render_markdown(report, figures))
     return report
+
+
+def _variant_record(preset: str, v: Variant, seed: int, overrides: dict[str, Any], seed_dir: Path,
+                    donors: list[Path], shared_run: Path | None, resume: bool) -> dict[str, Any]:
+    """One variant at one seed: read back when its run dir finished with these settings (``resume``),
+    the shared run itself when that finished with them, else run in its own dir. Its record
+    (``variant.json``): the run dir, what it shared, the notebooks it ran, and its numbers."""
+    cfg, path = load_config(preset, overrides), seed_dir / v.slug / "variant.json"
+    if resume and (record := _finished_record(path, cfg)) is not None:
+        return record
+    if shared_run is not None and _is_finished(shared_run, cfg):
+        vdir, info = shared_run, {"shared": ["all"], "notebooks": [], "wall_seconds": 0.0}
+    else:
+        vdir = seed_dir / v.slug
+        info = _run_variant(preset, vdir, overrides, donors)
+    record = {"label": v.label, "knob": v.knob, "seed": seed, "overrides": _jsonable(overrides), "run_dir": str(vdir),
+              "shared_phases": info["shared"], "notebooks": info["notebooks"],
+              "metrics": variant_metrics(vdir, cfg) | {"wall_seconds": info["wall_seconds"]}}
+    atomic_write_json(path, record)
+    return record
 
 
 def _finished_record(path: Path, cfg: Config) -> dict[str, Any] | None:
@@ -434,8 +439,9 @@ def _line(m: dict[str, Any]) -> str:
 
 
 def build_report(grid: Grid, preset: str, overrides: dict[str, Any], seeds: list[int],
-                 per_variant: dict[str, dict[int, dict[str, Any]]], records: dict[str, dict[int, dict[str, Any]]],
-                 peers: dict[int, dict[str, Any]], seconds: float) -> dict[str, Any]:
+                 records: dict[str, dict[int, dict[str, Any]]], peers: dict[int, dict[str, Any]],
+                 seconds: float) -> dict[str, Any]:
+    per_variant = {slug: {seed: r["metrics"] for seed, r in runs.items()} for slug, runs in records.items()}
     baseline = grid.variants[0]
     by_label = {v.label: v for v in grid.variants}
     rows = []

@@ -126,3 +126,37 @@ def test_a_resumed_sweep_reads_finished_variants_back_and_a_changed_knob_is_redo
     with pytest.raises(AssertionError, match="run again"):
         run_sweep("tiny", grid, seeds=1, out_dir=run_dir / "ablations", overrides={"dpo.beta": 0.2},
                   shared_run=run_dir, resume=True)
+
+
+@pytest.mark.e2e
+def test_the_cli_sweep_runs_each_variant_in_its_own_dir_sharing_the_seeds_models(tiny_run, tmp_path, capsys):
+    """`rlhf-workflow sweep` on a reduced grid (one seed, two variants, 64 prompts per iteration):
+    the seed's shared stages are reused from a finished run (hard-linked in, as a resumed sweep
+    finds them), the baseline and the variant each execute notebook 04 in their own run dir, the
+    variant shares the baseline's samples and scores, and the report holds both."""
+    from rlhf_utils.cli import main
+    from rlhf_utils.sweep import _link_tree
+
+    run_dir, _ = tiny_run
+    out = tmp_path / "sweep"
+    for part in ("data", "models/sft", "models/reward_model", "models/preference_model", "results.json"):
+        _link_tree(run_dir / part, out / "seed_42/shared" / part)
+    grid = write(tmp_path, """
+base: {online.prompts_per_iteration: 64}
+variants:
+  - {label: paper, knob: baseline, set: {}}
+  - {label: random, knob: pair rule, set: {online.selection: random}}
+""")
+    assert main(["sweep", "--grid", str(grid), "--seeds", "1", "--out", str(out), "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "sweep: seed 42 | pair rule: random | gold win rate" in printed and "| pair rule | random |" in printed
+    report = json.loads((out / "report.json").read_text())
+    base, random_pairs = report["variants"]
+    for row in (base, random_pairs):
+        assert row["notebooks"]["42"] == ["04_online_iterative_dpo.ipynb"]
+        assert {"sft", "reward_model", "preference_model"} <= set(row["shared_phases"]["42"])
+        assert (out / "seed_42" / Variant(row["label"], row["knob"]).slug / "notebooks/04_online_iterative_dpo.ipynb").exists()
+    assert {"generate:1", "score:1", "eval:sft"} <= set(random_pairs["shared_phases"]["42"])
+    assert "pair:1" not in random_pairs["shared_phases"]["42"]
+    stats = json.loads((out / "seed_42/baseline_paper/online/iter_1/stats.json").read_text())["stats"]
+    assert stats["prompts"] == 64 and base["per_seed"]["42"]["generated_samples"] == 3 * 64 * 8
