@@ -102,8 +102,8 @@ def test_notebook_06_sweep_shares_the_run_and_reports_every_variant(tiny_run):
     assert random_pairs["aggregate"]["win_rate_vs_sft"] != base["aggregate"]["win_rate_vs_sft"]
     assert (run_dir / "ablations/report.md").read_text().count("| pair rule | random |") == 1
     assert (run_dir / "ablations/pair_rule.png").stat().st_size > 1000
-    assert set(results["ablations"]["variants"]) == {"baseline: max_min (paper)", "pair rule: random",
-                                                     "pair rule: max_min_p, lambda 0.05"}
+    assert [(v["knob"], v["label"]) for v in results["ablations"]["variants"]] == [
+        ("baseline", "max_min (paper)"), ("pair rule", "random"), ("pair rule", "max_min_p, lambda 0.05")]
 
 
 @pytest.mark.e2e
