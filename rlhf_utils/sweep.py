@@ -45,7 +45,7 @@ from typing import Any
 
 import yaml
 
-from .artifacts import FINGERPRINT, RunDir, atomic_write_json, atomic_write_text, default_run_dir, read_json
+from .artifacts import FINGERPRINT, REPO_ROOT, RunDir, atomic_write_json, atomic_write_text, default_run_dir, read_json
 from .config import Config, ConfigError, format_value, load_config
 
 GRID_FIELDS = {"description", "base", "variants", "sweeps", "peer"}
@@ -135,11 +135,11 @@ def load_grid(path: str | Path, preset: str, overrides: dict[str, Any] | None = 
     for v in variants:
         if v.vs is not None and (v.vs not in labels or v.vs == v.label):
             raise ConfigError(f"{path}: variant {v.label!r} ({v.knob}): vs: no other variant is labelled {v.vs!r}")
-    seen: set[tuple[str, str]] = set()
+    seen: set[str] = set()  # run-dir names: two variants may not share one
     for v in variants:
-        if (v.knob, v.label) in seen or any(v.slug == w.slug for w in variants if w is not v and (w.knob, w.label) in seen):
+        if v.slug in seen:
             raise ConfigError(f"{path}: variant {v.label!r} ({v.knob}): duplicate label")
-        seen.add((v.knob, v.label))
+        seen.add(v.slug)
         try:
             load_config(preset, {**(overrides or {}), **base, **v.overrides})
         except ConfigError as err:
@@ -419,8 +419,6 @@ def _peer(preset: str, overrides: dict[str, Any], base_dir: Path, out: Path, sam
 
 def _shown(path: Path) -> str:
     """A grid's path relative to the repository when it lies inside it (no machine paths in a report)."""
-    from .artifacts import REPO_ROOT
-
     try:
         return str(path.resolve().relative_to(REPO_ROOT))
     except ValueError:
