@@ -33,10 +33,14 @@ def _seed_metrics(results: dict[str, Any]) -> dict[str, float]:
     out = {
         "sft_gold_reward": results["sft"].get("gold_reward"),
         "rm_accuracy": results["reward_model"]["accuracy"],
-        "rm_gold_ceiling": results["reward_model"].get("gold_ceiling"),
+        "rm_accuracy_vs_gold_order": results["reward_model"].get("accuracy_vs_gold_order"),
+        "rm_length_correlation": results["reward_model"]["length_correlation"],
+        "annotator_self_agreement": results["reward_model"].get("annotator_self_agreement"),
         "pm_accuracy": results["preference_model"]["accuracy"],
+        "pm_accuracy_vs_gold_order": results["preference_model"].get("accuracy_vs_gold_order"),
         "pm_position_consistency": results["preference_model"]["position_consistency"],
         "offline_win_rate": results["offline_dpo"].get("win_rate_vs_sft"),
+        "offline_offpolicy_distance": results["offline_dpo"]["offpolicy_distance"],
     }
     for s in results["online_dpo"]["iterations"]:
         out[f"online_iter{s['iteration']}_win_rate"] = s.get("win_rate_vs_sft")

@@ -67,12 +67,16 @@ class WorldConfig:
     """The synthetic task of the toy-world recipe (see ``rlhf_utils.world``); used only by it."""
 
     n_sft_prompts: int = 4000  # prompts the teacher writes SFT demonstrations for (toy world only)
-    n_pref_prompts: int = 3000  # prompts of the offline preference set, 2 teacher pairs each (toy world only)
+    n_pref_prompts: int = 3000  # prompts of the offline preference set, 2 pairs each (toy world only)
     n_iteration_prompts: int = 512  # fresh prompts per online iteration (toy world only; paper: 20K)
     n_eval_prompts: int = 256  # held-out evaluation prompts (toy world only)
     teacher_skill: float = 0.6  # 0..1: how often the teacher follows each instruction (toy world only)
     annotator_temperature: float = 0.1  # Bradley-Terry noise on gold differences, > 0 (toy world only)
-    annotator_length_bias: float = 0.15  # extra log-odds per word of length difference (toy world only)
+    annotator_length_bias: float = 0.35  # extra log-odds per word of length difference (toy world only)
+    # Who writes the offline preference set, and so the RM's and PM's training pairs (toy world only):
+    # writers of data_recipes/toy_world.yaml other than the SFT teacher, as the paper's pairs came from
+    # other LLMs; [teacher] makes the offline data nearly on-policy for the SFT model.
+    offline_writers: list[str] = field(default_factory=lambda: ["verbose", "terse", "shuffler", "narrow", "novice"])
 
 
 @dataclass
@@ -161,6 +165,10 @@ class PreferenceModelSettings(TrainingSettings):
     warmup_ratio: float = 0.01  # the reference config's 40 warm-up steps, about 1% of an epoch
     per_device_batch_size: int = 2  # 8 GPUs x 2 x 8 accumulation = 128
     max_length: int = 3072  # paper: 3072
+    # Where the preferred answer sits in a training conversation: "random" (the paper: A or B at random,
+    # one conversation per pair) or "both" (two conversations per pair, one per order: twice the rows,
+    # and nothing to learn from the position).
+    pair_orders: str = "random"
 
 
 @dataclass
@@ -512,6 +520,9 @@ def validate(cfg: Config) -> None:
     _positive(w, "world", "annotator_temperature")
     _non_negative(w, "world", "annotator_length_bias")
     _require(0 <= w.teacher_skill <= 1, "world.teacher_skill", "must be in [0, 1]", w.teacher_skill)
+    _require(bool(w.offline_writers), "world.offline_writers", "must name at least one writer", w.offline_writers)
+    _require(len(set(w.offline_writers)) == len(w.offline_writers), "world.offline_writers", "names a writer twice",
+             w.offline_writers)
 
     t = cfg.models.tiny
     _positive(t, "models.tiny", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
@@ -532,10 +543,20 @@ def validate(cfg: Config) -> None:
         _require(bool(getattr(cfg.models, name).strip()), f"models.{name}", "must not be empty", "")
     _positive(cfg.data, "data", "max_prompt_length")
     _require(bool(cfg.data.recipe.strip()), "data.recipe", "must not be empty", cfg.data.recipe)
+    from .data import is_toy_world  # the data layer imports this module
+
+    if is_toy_world(cfg):
+        from .world import ToyWorld
+
+        known = ToyWorld.from_recipe(cfg.data.recipe).writers
+        unknown = [n for n in w.offline_writers if n not in known]
+        _require(not unknown, "world.offline_writers", f"names no writer of the recipe (it has: {', '.join(known)})", unknown)
 
     _batching(cfg.sft, "sft")
     _batching(cfg.reward_model, "reward_model")
     _batching(cfg.preference_model, "preference_model")
+    _require(cfg.preference_model.pair_orders in ("random", "both"), "preference_model.pair_orders",
+             "must be random or both", cfg.preference_model.pair_orders)
     _batching(cfg.dpo, "dpo")
     _non_negative(cfg.reward_model, "reward_model", "center_rewards_coefficient", "weight_decay")
     _non_negative(cfg.sft, "sft", "weight_decay")

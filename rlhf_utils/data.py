@@ -3,7 +3,7 @@
 * ``sft``: ``messages`` (user turn, assistant turn).
 * ``preference`` / ``preference_test``: ``prompt`` (messages ending in a user turn),
   ``chosen`` and ``rejected`` (one assistant message each); the toy world adds
-  ``category`` and the gold reward of both sides.
+  ``category``, the gold reward of both sides and the annotator's probability of its label.
 * ``iteration_<t>`` and ``eval_prompts``: ``prompt`` (the iteration sets carry their own
   fingerprint, ``prompts``: see ``rlhf_utils.fingerprints``).
 
@@ -71,6 +71,7 @@ def _preference_rows(rows: list[dict[str, Any]]) -> dict[str, list]:
         "category": [r["category"] for r in rows],
         "gold_chosen": [r["gold_chosen"] for r in rows],
         "gold_rejected": [r["gold_rejected"] for r in rows],
+        "annotator_p_chosen": [r["annotator_p_chosen"] for r in rows],
     }
 
 
@@ -81,7 +82,9 @@ def build_toy_world_splits(cfg: Config, world: ToyWorld) -> dict[str, Dataset]:
     rng = random.Random(seed_for(seed, "sft_prompts"))
     sft_prompts = [rng.choice(pools["train"]) for _ in range(w.n_sft_prompts)]
     sft = {"messages": [user(i.text) + assistant(world.teacher_response(i, rng, w.teacher_skill)) for i in sft_prompts]}
-    pair_args = dict(skill=w.teacher_skill, temperature=w.annotator_temperature, length_bias=w.annotator_length_bias)
+    # The preference pairs are written by other writers (world.offline_writers), as the paper's were by other LLMs.
+    writers = [world.writer(name, w.teacher_skill) for name in w.offline_writers]
+    pair_args = dict(writers=writers, temperature=w.annotator_temperature, length_bias=w.annotator_length_bias)
     train_pairs = world.preference_pairs(pools["train"], w.n_pref_prompts, seed_for(seed, "preference_pairs"), **pair_args)
     # Held-out pairs live on the evaluation prompts, which no training stage ever sees.
     test_pairs = world.preference_pairs(pools["eval"], w.n_eval_prompts, seed_for(seed, "held_out_pairs"), **pair_args)

@@ -137,6 +137,36 @@ def pairwise_accuracy(chosen: np.ndarray, rejected: np.ndarray, categories: list
     return float(hit.mean()), {c: float(hit[cats == c].mean()) for c in sorted(set(categories))}
 
 
+def label_ceilings(p_chosen: np.ndarray, gold_chosen: np.ndarray, gold_rejected: np.ndarray,
+                   categories: list[str]) -> dict[str, Any]:
+    """What the noisy labels allow, overall and per category (toy world: the annotator's probabilities known).
+
+    ``annotator_self_agreement``: the mean of max(p, 1 - p), with p the probability that the annotator
+    picks the chosen side: how often a second label from the same annotator would agree with the
+    first, the true ceiling of accuracy against these labels (no judge can expect more).
+    ``gold_label_agreement``: how often the gold reward's order agrees with the labels (not a
+    ceiling: a judge that shares the annotator's length taste can beat it).
+    """
+    p = np.asarray(p_chosen, float)
+    self_agreement = np.maximum(p, 1 - p)
+    cats = np.asarray(categories)
+    gold_acc, gold_by = pairwise_accuracy(np.asarray(gold_chosen), np.asarray(gold_rejected), categories)
+    return {
+        "annotator_self_agreement": float(self_agreement.mean()),
+        "annotator_self_agreement_by_category": {c: float(self_agreement[cats == c].mean()) for c in sorted(set(categories))},
+        "gold_label_agreement": gold_acc,
+        "gold_label_agreement_by_category": gold_by,
+    }
+
+
+def gold_order_accuracy(chosen: np.ndarray, rejected: np.ndarray, gold_chosen: np.ndarray, gold_rejected: np.ndarray) -> float:
+    """Share of pairs the gold reward does not tie where a judge's scores order the two answers as the gold
+    reward does (which answer really is better: what the online loop needs, more than the labels)."""
+    truth = np.sign(np.asarray(gold_chosen) - np.asarray(gold_rejected))
+    decided = truth != 0
+    return float((np.sign(np.asarray(chosen) - np.asarray(rejected))[decided] == truth[decided]).mean())
+
+
 def length_correlation(scores: np.ndarray, texts: list[str]) -> float:
     """Pearson correlation of a score with response length in words."""
     lengths = np.array([len(t.split()) for t in texts], dtype=float)
@@ -147,8 +177,9 @@ def ranking_agreement(scores: list[list[float]], gold: list[list[float]]) -> dic
     """How well a ranking of K candidates per prompt follows the gold reward.
 
     ``spearman``: mean rank correlation with the gold order (prompts where either side is
-    constant are skipped); ``best_gold`` / ``worst_gold``: mean gold reward of the candidate
-    ranked first / last, beside the oracle's ``gold_best`` / ``gold_worst``.
+    constant are skipped); ``picked_best_gold`` / ``picked_worst_gold``: mean gold reward of the
+    candidate the judge ranks first / last, beside the truly best and worst candidates'
+    ``oracle_best_gold`` / ``oracle_worst_gold`` (what a perfect judge would pick).
     """
     rhos, best, worst = [], [], []
     for s, g in zip(scores, gold):
@@ -160,19 +191,20 @@ def ranking_agreement(scores: list[list[float]], gold: list[list[float]]) -> dic
             rhos.append(np.corrcoef(rs, rg)[0, 1])
     return {
         "spearman": float(np.mean(rhos)) if rhos else float("nan"),
-        "best_gold": float(np.mean(best)),
-        "worst_gold": float(np.mean(worst)),
-        "gold_best": float(np.mean([max(g) for g in gold])),
-        "gold_worst": float(np.mean([min(g) for g in gold])),
+        "picked_best_gold": float(np.mean(best)),
+        "picked_worst_gold": float(np.mean(worst)),
+        "oracle_best_gold": float(np.mean([max(g) for g in gold])),
+        "oracle_worst_gold": float(np.mean([min(g) for g in gold])),
     }
 
 
 @torch.no_grad()
 def sequence_logprobs(
     model: PreTrainedModel, tok: PreTrainedTokenizerBase, prompts: list[list[dict]], responses: list[str],
-    device: str, batch_size: int = 256,
+    device: str, batch_size: int = 256, per_token: bool = False,
 ) -> np.ndarray:
-    """log pi(y | x) summed over the response tokens (its end token included), one per pair.
+    """log pi(y | x) summed over the response tokens (its end token included), one per pair;
+    ``per_token``: divided by the number of those tokens.
 
     TRL's ``selective_log_softmax`` gathers each token's log-probability without materialising
     a second batch x length x vocabulary tensor (the full ``log_softmax`` would, and with a
@@ -197,8 +229,24 @@ def sequence_logprobs(
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()  # (B, T, V)
         token_logp = selective_log_softmax(logits[:, :-1], ids[:, 1:].to(device)).cpu()  # (B, T-1): log p(token t+1)
         for j, s in enumerate(chunk):
-            out.append(float(token_logp[j, first[j] - 1 : len(s) - 1].sum()))
+            span = token_logp[j, first[j] - 1 : len(s) - 1]
+            out.append(float(span.mean() if per_token else span.sum()))
     return np.array(out)
+
+
+def offpolicy_distance(model: PreTrainedModel, tok: PreTrainedTokenizerBase, own: tuple[list, list[str]],
+                       other: tuple[list, list[str]], device: str, batch_size: int = 256) -> dict[str, float]:
+    """How far ``other`` answers lie from a policy, in the policy's own eyes: its mean log-likelihood
+    per token of its own samples minus that of the other answers, in nats per token. About 0 when
+    the other answers could have been its own; the larger, the more off-policy they are.
+    ``own`` and ``other``: (conversational prompts, responses). Usage::
+
+        d = offpolicy_distance(sft_model, tok, (prompts, sft_samples), (pair_prompts, pair_answers), "cpu")
+        d["offpolicy_distance"]
+    """
+    own_lp = float(sequence_logprobs(model, tok, *own, device, batch_size, per_token=True).mean())
+    other_lp = float(sequence_logprobs(model, tok, *other, device, batch_size, per_token=True).mean())
+    return {"own_logprob_per_token": own_lp, "offline_logprob_per_token": other_lp, "offpolicy_distance": own_lp - other_lp}
 
 
 def kl_estimate(policy_logp: np.ndarray, ref_logp: np.ndarray) -> float:

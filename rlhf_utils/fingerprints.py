@@ -38,7 +38,7 @@ DEPENDS_ON: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # The toy world's training prompts are what its eval and online prompts leave of one pool, so the data
     # depend on the online prompt budget (iterations x prompts each), not on how it is cut into iterations.
     "data": (("data.recipe", "world.n_sft_prompts", "world.n_pref_prompts", "world.n_eval_prompts",
-              "world.teacher_skill", "world.annotator_temperature", "world.annotator_length_bias",
+              "world.teacher_skill", "world.annotator_temperature", "world.annotator_length_bias", "world.offline_writers",
               "derived.online_prompt_pool", "derived.recipe_sha256", "runtime.seed"), ()),
     # Each iteration's fresh prompts (the toy world cuts the pool; a hub recipe names one set per iteration).
     "prompts": (("online.iterations", "world.n_iteration_prompts"), ("data",)),

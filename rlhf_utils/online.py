@@ -35,11 +35,11 @@ from datasets import Dataset
 
 from .artifacts import RunDir, read_json, write_stamped_json
 from .config import Config
-from .data import DATA_SPLITS, iteration_names, load_splits, prepare_data
-from .evaluation import GoldReward, evaluate_checkpoint
+from .data import DATA_SPLITS, iteration_names, load_splits, prepare_data, user
+from .evaluation import GoldReward, eval_frame, evaluate_checkpoint, offpolicy_distance
 from .generation import sample_iteration, uses_vllm
 from .launch import launched
-from .models import load_tokenizer
+from .models import load_causal_lm, load_tokenizer, resolve_device
 from .pairs import check_rule, pair_iteration
 from .scoring import PreferenceScorer, RewardScorer, score_iteration
 from .trainers import PAIR_COLUMNS, TrainLog, drop_long_prompts, train_dpo, train_iteration, training_pairs
@@ -187,10 +187,22 @@ def offline_baseline(run: RunDir, loop: LoopInputs, online: list[dict[str, Any]]
     summary = evaluate_checkpoint(run, "offline_dpo", str(out), loop)
     return {
         **{k: v for k, v in summary.items() if k != "eval_seconds"},
+        **offline_data_distance(run, loop, offline),
         "pairs": len(offline),
         "train_steps": steps,
         "seconds": log.seconds + summary["eval_seconds"],
     }
+
+
+def offline_data_distance(run: RunDir, loop: LoopInputs, offline: Dataset) -> dict[str, float]:
+    """How off-policy the offline pairs are for the SFT model: its log-likelihood per token of its
+    own held-out samples minus that of the pairs' answers (``evaluation.offpolicy_distance``)."""
+    cfg, sft = run.cfg, eval_frame(run, "sft")
+    model = load_causal_lm(run.policy_path(0), cfg)
+    own = ([user(p) for p in sft["prompt"]], list(sft["response"]))
+    answers = [m[-1]["content"] for side in ("chosen", "rejected") for m in offline[side]]
+    other = (list(offline["prompt"]) * 2, answers)
+    return offpolicy_distance(model, loop.tok, own, other, resolve_device(cfg), cfg.online.score_batch_size)
 
 
 def progress_line(stats: dict[str, Any]) -> str:

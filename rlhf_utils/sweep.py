@@ -59,7 +59,11 @@ ONLINE = "04_online_iterative_dpo.ipynb"
 SHARED_BLOCKS = ("sft", "reward_model", "preference_model", "timings")  # results.json blocks of notebooks 01-03
 # Per variant and seed: the last iteration's held-out numbers (gold ones only on the toy world).
 METRICS = ("win_rate_vs_sft", "gold_reward", "lc_win_rate_vs_sft", "rm_win_rate_vs_sft", "mean_length", "kl_to_ref",
-           "online_seconds", "wall_seconds")
+           "online_seconds", "wall_seconds",
+           # against offline DPO at equal budget, and how off-policy its data is (nats per token)
+           "offline_win_rate", "online_minus_offline_win_rate", "gain_ratio_vs_offline", "offpolicy_distance",
+           # the judges the variant's run trained (shared with the baseline unless an upstream knob changed)
+           "rm_accuracy", "rm_length_correlation", "pm_accuracy", "pm_position_consistency")
 
 
 @dataclass
@@ -223,21 +227,32 @@ def notebooks_to_run(shared: list[str]) -> list[str]:
 
 
 def variant_metrics(run_dir: Path, cfg: Config) -> dict[str, Any]:
-    """The last iteration's held-out numbers (its eval file has the LC win rate too), and the offline
-    baseline's, read from a finished run dir."""
+    """The last iteration's held-out numbers (its eval file has the LC win rate too), the offline
+    baseline's and the gap between them, and the judges' accuracies, read from a finished run dir."""
     results = json.loads((run_dir / "results.json").read_text())
     last = cfg.online.iterations
     summary = json.loads((run_dir / f"eval/iter_{last}.json").read_text())["summary"]
     offline = json.loads((run_dir / "eval/offline_dpo.json").read_text())["summary"]
     keep = lambda d: {k: d[k] for k in METRICS if k in d}
     its = results["online_dpo"]["iterations"]
-    return {
+    rm, pm = results["reward_model"], results["preference_model"]
+    out = {
         **keep(summary),
         "online_seconds": sum(s["seconds"] for s in its),
         "per_iteration_win_rate": [s.get("win_rate_vs_sft") for s in its],
         "generated_samples": sum(s["prompts"] for s in _stats(run_dir, last)) * cfg.online.k,
         "offline": keep(offline) | {"online_seconds": results["offline_dpo"]["seconds"]},
+        "offpolicy_distance": results["offline_dpo"]["offpolicy_distance"],
+        "rm_accuracy": rm["accuracy"], "rm_length_correlation": rm["length_correlation"],
+        "pm_accuracy": pm["accuracy"], "pm_position_consistency": pm["position_consistency"],
     }
+    if "win_rate_vs_sft" in summary:  # gold numbers: the toy world
+        sft_gold = json.loads((run_dir / "eval/sft.json").read_text())["summary"]["gold_reward"]
+        out |= {"offline_win_rate": offline["win_rate_vs_sft"],
+                "online_minus_offline_win_rate": summary["win_rate_vs_sft"] - offline["win_rate_vs_sft"]}
+        if offline["gold_reward"] > sft_gold:  # a ratio of gains only means something when offline DPO gains
+            out["gain_ratio_vs_offline"] = (summary["gold_reward"] - sft_gold) / (offline["gold_reward"] - sft_gold)
+    return out
 
 
 def _stats(run_dir: Path, iterations: int) -> list[dict[str, Any]]:
@@ -524,6 +539,20 @@ def render_markdown(report: dict[str, Any], figures: list[str]) -> str:
                      f"{_fmt(agg, 'gold_reward')} | {_fmt(agg, 'lc_win_rate_vs_sft')} | {_fmt(agg, 'rm_win_rate_vs_sft')} | "
                      f"{_fmt(agg, 'mean_length', 1)} | {_fmt(agg, 'kl_to_ref', 2)} | {_fmt(agg, 'online_seconds', 0)} | "
                      f"{_fmt(agg, 'wall_seconds', 0)} |")
+    lines += ["", "Against offline DPO, and the judges each variant trained (the same as the baseline's unless an upstream "
+              "knob changed): the offline data's distance from the SFT model's own samples (nats per token), offline DPO's "
+              "gold win rate, the online minus offline gap, online's gold-reward gain over SFT as a multiple of offline's, "
+              "the reward model's accuracy and reward-length correlation, the preference model's accuracy and position "
+              "consistency.", "",
+              "| knob | variant | off-policy distance | offline win rate | online - offline | gain ratio | RM accuracy | "
+              "RM length corr. | PM accuracy | PM consistency |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["variants"]:
+        agg = r["aggregate"]
+        cells = [_fmt(agg, k, 2 if k in ("offpolicy_distance", "gain_ratio_vs_offline") else 3)
+                 for k in ("offpolicy_distance", "offline_win_rate", "online_minus_offline_win_rate", "gain_ratio_vs_offline",
+                           "rm_accuracy", "rm_length_correlation", "pm_accuracy", "pm_position_consistency")]
+        lines.append(f"| {r['knob']} | {r['label']} | " + " | ".join(cells) + " |")
     lines += ["", "Per seed (gold win rate vs SFT; RM win rate without a gold reward):", ""]
     for r in report["variants"]:
         vals = ", ".join(f"{s}: {m.get('win_rate_vs_sft', m.get('rm_win_rate_vs_sft')):.3f}" for s, m in r["per_seed"].items())

@@ -246,18 +246,20 @@ def train_reward_model(
     return _fit(trainer, output_dir, stamp)
 
 
-def preference_model_dataset(dataset: Dataset, seed: int) -> Dataset:
-    """Preference pairs in the paper's PM format; the preferred response sits at a random position."""
+def preference_model_dataset(dataset: Dataset, seed: int, orders: str = "random") -> Dataset:
+    """Preference pairs in the paper's PM format. ``orders``: ``random`` puts the preferred response at a
+    random position (the paper), ``both`` writes each pair twice, once in each order."""
     import random
 
     from .data import prompt_text
     from .scoring import pm_conversation
 
     rng = random.Random(seed)
-    rows = [
-        pm_conversation(prompt_text(p), c[-1]["content"], r[-1]["content"], chosen_first=rng.random() < 0.5)
-        for p, c, r in zip(dataset["prompt"], dataset["chosen"], dataset["rejected"])
-    ]
+    rows = []
+    for p, c, r in zip(dataset["prompt"], dataset["chosen"], dataset["rejected"]):
+        context, chosen, rejected = prompt_text(p), c[-1]["content"], r[-1]["content"]
+        firsts = (True, False) if orders == "both" else (rng.random() < 0.5,)
+        rows += [pm_conversation(context, chosen, rejected, chosen_first=f) for f in firsts]
     return Dataset.from_dict({"messages": rows})
 
 
@@ -267,7 +269,7 @@ def train_preference_model(
     """A pairwise preference model: a causal LM trained (TRL SFTTrainer, loss on the answer) to say A or B."""
     if done := reuse(output_dir, stamp):
         return done
-    pm_data = preference_model_dataset(dataset, cfg.runtime.seed)
+    pm_data = preference_model_dataset(dataset, cfg.runtime.seed, cfg.preference_model.pair_orders)
     return _supervised(cfg, cfg.preference_model, base_path, pm_data, output_dir, stamp, assistant_only_loss=True)
 
 

@@ -16,11 +16,20 @@ response ``y`` (whitespace-separated words) to that prompt is::
 (weights from ``data_recipes/toy_world.yaml``). Its maximum, 1.0, is reached by the topic,
 the required word and ``length - 2`` distinct words of the asked sentiment.
 
+Answers come from **writers** (:class:`Writer`, the recipe's ``writers``): the teacher, whose
+demonstrations train the SFT model, and others with habits of their own (longer or shorter than
+asked, another word order, a narrow vocabulary, less skill), who write the offline preference
+pairs as the paper's other LLMs did. A simulated **annotator** labels each pair: Bradley-Terry on
+the gold difference plus a bias per word of length difference.
+
 Usage::
 
     world = ToyWorld.from_recipe("toy_world")
-    prompt = world.prompts(split="eval", n=1, seed=0)[0]
-    world.gold_reward(prompt, "tea sun great warm nice")   # 1.0 for length 5 positive
+    prompt = world.all_instructions()[0].text
+    world.gold_reward(prompt, world.best_response(prompt))          # 1.0
+    verbose = world.writer("verbose", teacher_skill=0.6)
+    pairs = world.preference_pairs(world.all_instructions(), 10, seed=0, writers=[verbose],
+                                   temperature=0.1, length_bias=0.35)
 """
 
 from __future__ import annotations
@@ -33,6 +42,8 @@ from typing import Any
 import yaml
 
 TEMPLATE = "write {sentiment} about {topic} in {length} words with {required}"
+TEACHER = "teacher"  # the writer of the SFT demonstrations (its skill is the world.teacher_skill knob)
+ORDERS = ("topic_first", "required_first", "shuffled")
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,25 @@ class Instruction:
     @property
     def text(self) -> str:
         return TEMPLATE.format(**self.__dict__)
+
+
+@dataclass(frozen=True)
+class Writer:
+    """Someone who answers instructions, with habits of their own: a stand-in for one of the many LLMs
+    whose answers fill the paper's open preference sets (the toy recipe's ``writers``)."""
+
+    name: str
+    skill: float  # 0..1: how often it follows each part of an instruction
+    extra_words: tuple[int, int] = (0, 0)  # words added to (or, negative, cut from) the length it aims at
+    order: str = "topic_first"  # topic_first (the teacher's habit), required_first, or shuffled
+    vocabulary: int = 0  # how many of the asked sentiment's words it knows (0: all of them)
+
+    def __post_init__(self):
+        if not 0 <= self.skill <= 1:
+            raise ValueError(f"writer {self.name!r}: skill must be in [0, 1], got {self.skill}")
+        if self.order not in ORDERS:
+            raise ValueError(f"writer {self.name!r}: order must be one of {', '.join(ORDERS)}, got {self.order!r}")
+        object.__setattr__(self, "extra_words", tuple(self.extra_words))
 
 
 def parse_instruction(prompt: str) -> Instruction:
@@ -67,6 +97,7 @@ class ToyWorld:
         self.lengths: list[int] = recipe["lengths"]
         self.weights: dict[str, float] = recipe["gold_weights"]
         self.pref: dict[str, Any] = recipe["preference"]
+        self.writers: dict[str, dict[str, Any]] = recipe.get("writers") or {TEACHER: {}}
         if abs(sum(self.weights.values()) - 1.0) > 1e-9:
             raise ValueError("toy_world.yaml: gold_weights must sum to 1")
 
@@ -145,14 +176,27 @@ class ToyWorld:
         body = self.sentiment_words[ins.sentiment][: ins.length - 2]
         return " ".join([ins.topic, *body, ins.required])
 
-    # --------------------------------------------------------------------- teacher
-    def teacher_response(self, ins: Instruction, rng: random.Random, skill: float) -> str:
-        """A demonstration that follows each part of the instruction with probability ``skill``."""
+    # --------------------------------------------------------------------- writers
+    def writer(self, name: str, teacher_skill: float) -> Writer:
+        """One writer of the recipe's population; the teacher's skill is the ``world.teacher_skill`` knob."""
+        if name not in self.writers:
+            raise ValueError(f"world.offline_writers: unknown writer {name!r} (the recipe has: {', '.join(self.writers)})")
+        habits = dict(self.writers[name])
+        if name == TEACHER:
+            habits["skill"] = teacher_skill
+        return Writer(name=name, **habits)
+
+    def write(self, ins: Instruction, rng: random.Random, writer: Writer, skill: float | None = None) -> str:
+        """An answer in the writer's habits, following each part of the instruction with probability
+        ``skill`` (default: the writer's own). With the teacher's habits this is :meth:`teacher_response`."""
+        skill = writer.skill if skill is None else skill
         length = ins.length if rng.random() < skill else max(2, ins.length + rng.choice([-2, -1, 1, 2, 3]))
+        if writer.extra_words != (0, 0):
+            length = max(2, length + rng.randint(*writer.extra_words))
         first = ins.topic if rng.random() < skill else rng.choice(self.topics)
         last = ins.required if rng.random() < skill else rng.choice(self.fillers)
         words = []
-        asked = self.sentiment_words[ins.sentiment]
+        asked = self.sentiment_words[ins.sentiment][: writer.vocabulary or None]
         opposite = [w for s, ws in self.sentiment_words.items() if s != ins.sentiment for w in ws]
         for _ in range(length - 2):
             u = rng.random()
@@ -162,8 +206,18 @@ class ToyWorld:
                 words.append(rng.choice(self.fillers))
             else:
                 words.append(rng.choice(opposite))
-        # The teacher's habit: topic first, required word last (the gold reward ignores order).
-        return " ".join([first, *words, last][:length])
+        # Habits of order; the gold reward ignores order, a policy's likelihood does not.
+        if writer.order == "required_first":
+            first, last = last, first
+        answer = [first, *words, last][:length]
+        if writer.order == "shuffled":
+            rng.shuffle(answer)
+        return " ".join(answer)
+
+    def teacher_response(self, ins: Instruction, rng: random.Random, skill: float) -> str:
+        """A demonstration in the teacher's habits (topic first, required word last), following each
+        part of the instruction with probability ``skill``."""
+        return self.write(ins, rng, Writer(name=TEACHER, skill=skill))
 
     def pad_response(self, response: str, rng: random.Random) -> str:
         """A longer, worse twin: filler and repeated words appended (the length trap)."""
@@ -183,31 +237,37 @@ class ToyWorld:
         instructions: list[Instruction],
         n_prompts: int,
         seed: int,
-        skill: float,
+        writers: list[Writer],
         temperature: float,
         length_bias: float,
     ) -> list[dict[str, Any]]:
-        """Teacher answer pairs labelled by the simulated annotator, each with a category.
+        """Answer pairs by ``writers`` (two drawn at random per pair), labelled by the simulated annotator.
 
-        category: ``length_trap`` (one answer is the other padded with extra words), else
-        ``easy`` when the gold gap is at least ``easy_gap``, else ``hard``.
+        The first answer is written at its writer's skill, the second at a random fraction of it,
+        so pairs range from near ties to clear wins. category: ``length_trap`` (one answer is the
+        other padded with extra words), else ``easy`` when the gold gap is at least ``easy_gap``,
+        else ``hard``. ``annotator_p_chosen`` is the probability with which the annotator would pick
+        the chosen side again: the label noise, from which the best accuracy any judge can expect
+        against these labels follows (mean of max(p, 1 - p)).
         """
         rng = random.Random(seed)
         rows = []
         for _ in range(n_prompts):
             ins = rng.choice(instructions)
             for _ in range(self.pref["pairs_per_prompt"]):
-                a = self.teacher_response(ins, rng, skill)
+                first, second = (rng.choice(writers), rng.choice(writers)) if len(writers) > 1 else (writers[0], writers[0])
+                a = self.write(ins, rng, first)
                 if rng.random() < self.pref["length_trap_share"]:
                     b, category = self.pad_response(a, rng), "length_trap"
                 else:
-                    b = self.teacher_response(ins, rng, skill * rng.random())
+                    b = self.write(ins, rng, second, skill=second.skill * rng.random())
                     gap = abs(self.gold_reward(ins.text, a) - self.gold_reward(ins.text, b))
                     category = "easy" if gap >= self.pref["easy_gap"] else "hard"
                 if a == b:
                     continue
-                if rng.random() >= self.annotator_prob(ins.text, a, b, temperature, length_bias):
-                    a, b = b, a
+                p = self.annotator_prob(ins.text, a, b, temperature, length_bias)
+                if rng.random() >= p:
+                    a, b, p = b, a, 1 - p
                 rows.append(
                     {
                         "prompt": ins.text,
@@ -216,6 +276,7 @@ class ToyWorld:
                         "category": category,
                         "gold_chosen": self.gold_reward(ins.text, a),
                         "gold_rejected": self.gold_reward(ins.text, b),
+                        "annotator_p_chosen": p,
                     }
                 )
         return rows

@@ -19,7 +19,7 @@ def test_one_seed_bench_writes_both_reports(tmp_path):
     run_bench("tiny", seeds=1, out_dir=tmp_path, overrides=REDUCED)
     report = json.loads((tmp_path / "report.json").read_text())
     agg = report["aggregate"]
-    for key in ("sft_gold_reward", "rm_accuracy", "rm_gold_ceiling", "pm_accuracy", "pm_position_consistency",
+    for key in ("sft_gold_reward", "rm_accuracy", "rm_accuracy_vs_gold_order", "annotator_self_agreement", "pm_accuracy", "offline_offpolicy_distance", "pm_position_consistency",
                 "online_iter1_win_rate", "online_iter2_win_rate", "offline_win_rate", "online_lc_win_rate",
                 "seconds_online_dpo", "online_share_generate", "online_share_train"):
         assert key in agg, key

@@ -231,3 +231,9 @@ def test_environment_yml_matches_pyproject():
     torch_pin = re.search(r"TORCH_SPEC \?= (\S+)", makefile).group(1)
     assert torch_pin in pip, "environment.yml and the Makefile must pin the same CPU torch"
     assert "rlhf-workflow" in project["scripts"]
+
+
+def test_pm_pair_orders_is_checked():
+    with pytest.raises(ConfigError, match="preference_model.pair_orders: must be random or both"):
+        load_config("tiny", {"preference_model.pair_orders": "alternate"})
+    assert load_config("paper").preference_model.pair_orders == "random"  # the paper's choice

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from rlhf_utils.evaluation import kl_estimate, lc_win_rate, sequence_logprobs, summarize, win_rate
+from rlhf_utils.evaluation import (gold_order_accuracy, kl_estimate, label_ceilings, lc_win_rate, offpolicy_distance,
+                                   sequence_logprobs, summarize, win_rate)
 from rlhf_utils.models import build_tokenizer
 
 
@@ -53,6 +54,33 @@ def test_logprob_counts_only_the_response_tokens(tok):
     (got,) = sequence_logprobs(FixedLogits(row), tok, [prompt], ["good bad"], "cpu")
     log_z = math.log(math.exp(a) + v - 1)
     assert got == pytest.approx((a - log_z) + (0 - log_z) + (0 - log_z), rel=1e-6)  # good, bad, end token
+
+
+def test_offpolicy_distance_in_nats_per_token(tok):
+    """Logits favour "good" by a: a token of "good" costs a - log Z, any other token (or the end) -log Z."""
+    v, a, word = len(tok), 3.0, tok.convert_tokens_to_ids("good")
+    row = torch.zeros(v)
+    row[word] = a
+    model, prompt, log_z = FixedLogits(row), [{"role": "user", "content": "tea"}], math.log(math.exp(a) + v - 1)
+    (per_token,) = sequence_logprobs(model, tok, [prompt], ["good good bad"], "cpu", per_token=True)
+    assert per_token == pytest.approx((2 * a - 4 * log_z) / 4, rel=1e-6)  # good, good, bad, end token
+    own, other = ([prompt], ["good good good"]), ([prompt, prompt], ["bad sun bad", "sun"])
+    d = offpolicy_distance(model, tok, own, other, "cpu")
+    assert d["own_logprob_per_token"] == pytest.approx((3 * a - 4 * log_z) / 4, rel=1e-6)
+    assert d["offline_logprob_per_token"] == pytest.approx(-log_z, rel=1e-6)
+    assert d["offpolicy_distance"] == pytest.approx(3 * a / 4, rel=1e-6)
+    assert offpolicy_distance(model, tok, own, own, "cpu")["offpolicy_distance"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_label_ceilings_and_gold_order_by_hand():
+    p = np.array([0.9, 0.6, 0.3])  # the annotator's probability of each label: the last label is its minority call
+    ceilings = label_ceilings(p, np.array([0.8, 0.5, 0.2]), np.array([0.2, 0.5, 0.4]), ["a", "a", "b"])
+    assert ceilings["annotator_self_agreement"] == pytest.approx((0.9 + 0.6 + 0.7) / 3)
+    assert ceilings["annotator_self_agreement_by_category"] == pytest.approx({"a": 0.75, "b": 0.7})
+    assert ceilings["gold_label_agreement"] == pytest.approx((1 + 0.5 + 0) / 3)
+    # Against the gold order, the tie (pair 2) is left out: the judge is right on pair 1, wrong on pair 3.
+    assert gold_order_accuracy(np.array([1.0, 0.0, 2.0]), np.array([0.0, 1.0, 1.0]),
+                               np.array([0.8, 0.5, 0.2]), np.array([0.2, 0.5, 0.4])) == pytest.approx(0.5)
 
 
 def test_kl_and_win_rate_by_hand():

@@ -64,6 +64,23 @@ def test_pm_conversation_positions():
     assert second[0]["content"] == "[CONTEXT] ctx [RESPONSE A] bad [RESPONSE B] good" and second[1]["content"] == "B"
 
 
+def test_pm_training_orders():
+    """``random``: one conversation per pair, preferred answer at a seeded random position (the paper);
+    ``both``: each pair once in each order, so the position says nothing about the answer."""
+    from rlhf_utils.trainers import preference_model_dataset
+
+    msg = lambda t: [{"role": "assistant", "content": t}]
+    pairs = Dataset.from_dict({"prompt": [PROMPT] * 40, "chosen": [msg(f"good {i}") for i in range(40)],
+                               "rejected": [msg("bad")] * 40})
+    one = preference_model_dataset(pairs, seed=0)
+    assert len(one) == 40 and one["messages"] == preference_model_dataset(pairs, seed=0)["messages"]
+    letters = [m[-1]["content"] for m in one["messages"]]
+    assert 10 < letters.count("A") < 30
+    both = preference_model_dataset(pairs, seed=0, orders="both")
+    assert len(both) == 80 and [m[-1]["content"] for m in both["messages"]] == ["A", "B"] * 40
+    assert both[1]["messages"][0]["content"].endswith("[RESPONSE B] good 0")
+
+
 def test_clean_preferences_filters_with_counts(capsys):
     msg = lambda t: [{"role": "assistant", "content": t}]
     ds = Dataset.from_dict({
@@ -83,7 +100,10 @@ def test_accuracy_and_ranking_metrics():
     acc, by = pairwise_accuracy(np.array([2.0, 1.0, 0.5]), np.array([1.0, 1.0, 0.9]), ["a", "a", "b"])
     assert acc == pytest.approx(0.5) and by == {"a": 0.75, "b": 0.0}
     agree = ranking_agreement([[3, 2, 1]], [[0.9, 0.5, 0.1]])
-    assert agree["spearman"] == pytest.approx(1.0) and agree["best_gold"] == 0.9 and agree["worst_gold"] == 0.1
+    assert agree["spearman"] == pytest.approx(1.0) and agree["picked_best_gold"] == 0.9 and agree["picked_worst_gold"] == 0.1
+    assert agree["oracle_best_gold"] == 0.9 and agree["oracle_worst_gold"] == 0.1
+    reversed_judge = ranking_agreement([[1, 2, 3]], [[0.9, 0.5, 0.1]])
+    assert reversed_judge["spearman"] == pytest.approx(-1.0) and reversed_judge["picked_best_gold"] == 0.1
 
 
 def test_long_prompts_dropped_with_count(tok, capsys):

@@ -88,6 +88,11 @@ def test_notebook_06_sweep_shares_the_run_and_reports_every_variant(tiny_run):
     assert base["notebooks"]["42"] == [] and base["run_dirs"]["42"] == str(run_dir)
     # the baseline's numbers are the run's own last iteration
     assert base["aggregate"]["win_rate_vs_sft"]["mean"] == results["online_dpo"]["iterations"][-1]["win_rate_vs_sft"]
+    # the gap to offline DPO, the offline data's distance from the policy, and the judges, per variant
+    assert base["aggregate"]["offpolicy_distance"]["mean"] == results["offline_dpo"]["offpolicy_distance"] > 0
+    gap = results["online_dpo"]["iterations"][-1]["win_rate_vs_sft"] - results["offline_dpo"]["win_rate_vs_sft"]
+    assert base["aggregate"]["online_minus_offline_win_rate"]["mean"] == pytest.approx(gap)
+    assert base["aggregate"]["pm_position_consistency"]["mean"] == results["preference_model"]["position_consistency"]
     for row in (random_pairs, penalised):
         assert row["notebooks"]["42"] == ["04_online_iterative_dpo.ipynb"]
         shared = set(row["shared_phases"]["42"])
@@ -100,7 +105,7 @@ def test_notebook_06_sweep_shares_the_run_and_reports_every_variant(tiny_run):
         assert row["effect_vs_baseline"]["seeds"] == 1 and not row["effect_vs_baseline"]["resolved"]
         assert row["commands"]["42"].startswith("rlhf-workflow run --preset tiny --seed 42 --set online.selection=")
     assert random_pairs["aggregate"]["win_rate_vs_sft"] != base["aggregate"]["win_rate_vs_sft"]
-    assert (run_dir / "ablations/report.md").read_text().count("| pair rule | random |") == 1
+    assert (run_dir / "ablations/report.md").read_text().count("| pair rule | random |") == 2  # both tables
     assert (run_dir / "ablations/pair_rule.png").stat().st_size > 1000
     assert [(v["knob"], v["label"]) for v in results["ablations"]["variants"]] == [
         ("baseline", "max_min (paper)"), ("pair rule", "random"), ("pair rule", "max_min_p, lambda 0.05")]
