@@ -29,7 +29,7 @@ run: setup
 TEST_RUNS := $(CURDIR)/runs/.make-test
 test: setup
 	rm -rf $(TEST_RUNS)
-	RLHF_RUNS_DIR=$(TEST_RUNS) $(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax \
+	RLHF_RUNS_DIR=$(TEST_RUNS) $(BIN)/python -m pytest -q -p no:cacheprovider --durations=12 --nbval-lax \
 		--nbval-sanitize-with notebooks/nbval_sanitize.cfg notebooks tests
 
 unit: setup

@@ -194,10 +194,12 @@ def offline_baseline(run: RunDir, loop: LoopInputs, online: list[dict[str, Any]]
     }
 
 
-def offline_data_distance(run: RunDir, loop: LoopInputs, offline: Dataset) -> dict[str, float]:
+def offline_data_distance(run: RunDir, loop: LoopInputs, offline: Dataset, max_pairs: int = 2048) -> dict[str, float]:
     """How off-policy the offline pairs are for the SFT model: its log-likelihood per token of its
-    own held-out samples minus that of the pairs' answers (``evaluation.offpolicy_distance``)."""
+    own held-out samples minus that of the pairs' answers (``evaluation.offpolicy_distance``), on at
+    most ``max_pairs`` pairs (a mean needs no more, and a real preset trains on tens of thousands)."""
     cfg, sft = run.cfg, eval_frame(run, "sft")
+    offline = offline.select(range(min(max_pairs, len(offline))))
     model = load_causal_lm(run.policy_path(0), cfg)
     own = ([user(p) for p in sft["prompt"]], list(sft["response"]))
     answers = [m[-1]["content"] for side in ("chosen", "rejected") for m in offline[side]]
