@@ -43,16 +43,20 @@ def test_online_and_offline_blocks(tiny_run):
 
 def test_headline_numbers_lie_in_their_cross_machine_ranges(tiny_run):
     """Ranges, not one machine's values: another CPU moves these numbers by about the seed spread
-    (README: 3 seeds give SFT 0.601 +- 0.019, last iteration 0.878 +- 0.020, offline 0.838 +- 0.022),
-    so each range is wide enough for any machine and narrow enough to catch a broken stage."""
+    (seed 42 on the notebooks' machine: SFT 0.599, RM accuracy 0.754 with reward-length correlation
+    0.19, PM 0.725, iterations 0.681 / 0.719 / 0.663, offline 0.702), so each range is wide enough
+    for any machine and narrow enough to catch a broken stage. The default judge is length-biased,
+    so the last iteration may fall back from the best one (the over-optimisation the notebooks show)."""
     _, results = tiny_run
     its, off = results["online_dpo"]["iterations"], results["offline_dpo"]
     assert 0.50 <= results["sft"]["gold_reward"] <= 0.70
     assert 0.65 <= results["reward_model"]["accuracy"] <= 0.85
+    assert 0.05 <= results["reward_model"]["length_correlation"] <= 0.40, "the RM inherits the annotator's length bias"
     assert 0.55 <= results["preference_model"]["accuracy"] <= 0.80
-    assert 0.75 <= its[-1]["win_rate_vs_sft"] <= 0.97
-    assert 0.70 <= off["win_rate_vs_sft"] <= 0.95
-    assert its[-1]["gold_reward"] > results["sft"]["gold_reward"] + 0.08
+    assert 0.55 <= its[-1]["win_rate_vs_sft"] <= 0.92
+    assert 0.55 <= off["win_rate_vs_sft"] <= 0.90
+    assert max(s["gold_reward"] for s in its) > results["sft"]["gold_reward"] + 0.04
+    assert its[-1]["mean_length"] > results["online_dpo"]["sft"]["mean_length"], "the biased judge lengthens the answers"
 
 
 def test_resume_skips_finished_phases(tiny_run, tmp_path):
