@@ -10,11 +10,18 @@ PRESET ?= tiny
 ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: setup run test unit nbval bench sweep notebooks gpu-smoke clean
+.PHONY: setup run test unit nbval bench sweep notebooks gpu-smoke clean FORCE
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The install re-runs when pyproject.toml changes, or when TORCH_SPEC or EXTRAS differ from the
+# last install's (recorded in .venv/.spec, rewritten only when they change).
+SPEC := $(TORCH_SPEC) [$(EXTRAS)]
+$(VENV)/.spec: FORCE
+	@mkdir -p $(VENV)
+	@if [ "$$(cat $@ 2>/dev/null)" != '$(SPEC)' ]; then echo '$(SPEC)' > $@; fi
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.spec
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"

@@ -12,7 +12,9 @@ Usage::
     rlhf-workflow sweep --preset tiny --grid sweeps/paper_ablations.yaml --seeds 3 [--out DIR] [--resume]
     rlhf-workflow bench-generation --model runs/tiny/models/sft --batch-sizes 64 256 --caches dynamic static
 
-A bad preset, key or value exits with status 2 and one line naming the key, before any work.
+A bad preset, key or value, recipe source or hub id exits with status 2 and one paragraph naming
+it, before any work; so does a notebook that fails, with its cell, its error and the path of the
+executed notebook that holds the full trace.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from .config import (
     parse_override,
     preset_comments,
 )
+from .pipeline import NotebookFailed
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -152,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
             refresh_notebooks(args.notebooks)
     except (ConfigError, FileNotFoundError) as err:
         print(f"rlhf-workflow: error: {err}", file=sys.stderr)
+        return 2
+    except NotebookFailed as err:  # one paragraph; the executed notebook holds the trace
+        print(f"rlhf-workflow: {err}", file=sys.stderr)
         return 2
     return 0
 

@@ -24,7 +24,9 @@ from typing import Any
 
 from .artifacts import REPO_ROOT, RunDir, atomic_write_json, default_run_dir, file_digest, stored_digest
 from .config import Config, ConfigError, load_config
+from .hosted import resolve_run_dir
 from .notebook_outputs import clean_file
+from .preflight import preflight
 from .report import FIGURES as REPORT_FIGURES
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -90,20 +92,40 @@ def write_manifest(run: RunDir, cfg: Config, preset: str, overrides: dict[str, A
     )
 
 
+class NotebookFailed(RuntimeError):
+    """A notebook stopped with an error; the message is one paragraph, the trace is in ``output``."""
+
+    def __init__(self, name: str, output: Path, cell: int | None, error: str):
+        self.name, self.output = name, output
+        where = f"at In [{cell}]" if cell is not None else "(its kernel died: out of memory, or killed)"
+        super().__init__(f"notebook {name} failed {where}: {error}\nThe executed notebook, with the full trace, "
+                         f"is {output}")
+
+
 def execute_notebook(source: Path, output: Path, parameters: dict[str, Any] | None, progress: bool) -> None:
-    """Run one notebook with papermill (kernel ``python3``: the interpreter of this environment)."""
+    """Run one notebook with papermill (kernel ``python3``: the interpreter of this environment).
+
+    An error in a cell raises :class:`NotebookFailed` with the cell's number (as Jupyter shows
+    it) and the error's own message; the full trace stays in ``output``."""
     import papermill as pm
+    from nbclient.exceptions import DeadKernelError
+    from papermill.exceptions import PapermillExecutionError
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(
-        str(source),
-        str(output),
-        parameters=parameters or None,
-        kernel_name="python3",
-        cwd=str(source.parent),
-        progress_bar=progress,
-        log_output=False,
-    )
+    try:
+        pm.execute_notebook(
+            str(source),
+            str(output),
+            parameters=parameters or None,
+            kernel_name="python3",
+            cwd=str(source.parent),
+            progress_bar=progress,
+            log_output=False,
+        )
+    except PapermillExecutionError as err:
+        raise NotebookFailed(source.name, output, err.exec_count, f"{err.ename}: {err.evalue}") from None
+    except DeadKernelError as err:  # the process is gone: no cell error to show
+        raise NotebookFailed(source.name, output, None, str(err).strip().splitlines()[0]) from None
 
 
 RUN_OUTPUTS = (
@@ -144,8 +166,11 @@ def run_pipeline(
 ) -> dict[str, Any]:
     """Execute the notebooks in order into ``<run>/notebooks/``; return ``results.json``.
 
-    The configuration is loaded and validated first, so a bad preset or override fails in
-    a second with a message naming the key, before any notebook starts. A fresh run from the
+    The configuration is loaded and validated first, and every hub model and data source is
+    opened (:func:`~rlhf_utils.preflight.preflight`), so a bad preset, override, recipe or hub id
+    fails in seconds with a message naming it, before any notebook starts. Without ``run_dir``
+    the run goes to Google Drive on Colab and ``/kaggle/working`` on Kaggle (where the notebooks
+    put it too), else ``runs/<preset>``. A failing notebook raises :class:`NotebookFailed`. A fresh run from the
     first notebook clears what an earlier run left in the run dir. ``resume=True`` keeps it:
     every phase reuses the artifact it finds finished *with the same settings* (its
     fingerprint, ``rlhf_utils.fingerprints``) and redoes the others, so an interrupted run
@@ -156,11 +181,12 @@ def run_pipeline(
     """
     overrides = dict(overrides or {})
     cfg = load_config(preset, overrides)
-    target = Path(run_dir) if run_dir else default_run_dir(cfg.name)
+    target = resolve_run_dir(run_dir, cfg.name)
     names = notebooks_from(start_from) if start_from else (notebooks or NOTEBOOKS)
     for name in names:
         if not (NOTEBOOK_DIR / name).is_file():
             raise FileNotFoundError(f"notebook {name} is not in {NOTEBOOK_DIR}")
+    preflight(cfg)
     if not resume and names[0] == NOTEBOOKS[0]:
         clear_run_dir(target)
     run = RunDir.open(target, cfg)

@@ -14,10 +14,12 @@ sources to read::
     eval_prompts:             # held-out prompts
       - {dataset: ./eval.json, split: train, adapter: alpaca_eval}
 
-Source keys: ``dataset`` (hub id, or a local .jsonl/.json/.parquet/.csv file, or a folder
-written by ``Dataset.save_to_disk``; relative paths resolve against the recipe's folder),
-``split``, ``adapter`` (see :data:`ADAPTERS`), optional ``config`` (hub subset),
-``num_samples`` (first N after a seeded shuffle), ``columns`` (``{expected: actual}``
+Source keys: ``dataset`` (hub id, or a local .jsonl/.json/.parquet/.csv file, a folder
+written by ``Dataset.save_to_disk``, or a folder laid out as a hub dataset repository; relative
+paths resolve against the recipe's folder), ``split``, ``adapter`` (see :data:`ADAPTERS`),
+optional ``config`` (hub subset), ``num_samples`` (first N after a seeded shuffle: a hub
+dataset is then *streamed* through a seeded shuffle buffer, so only the rows kept and the
+buffer travel, not the whole set), ``columns`` (``{expected: actual}``
 renames, for data whose columns are named differently from what the adapter reads) and
 ``invalid_rows`` (``raise``, the default, or ``drop``: skip malformed rows with a printed count).
 
@@ -42,6 +44,7 @@ pairs whose chosen equals rejected are dropped with a printed count.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -62,6 +65,9 @@ ROLES = ("system", "user", "assistant")
 PARTS = {"sft": "sft", "preference": "preference", "iteration_prompts": "prompt", "eval_prompts": "prompt"}
 SOURCE_KEYS = {"dataset", "split", "adapter", "config", "num_samples", "columns", "invalid_rows"}
 LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+# Rows a streamed source draws from at a time (datasets' own shuffle buffer, after it shuffles the
+# shards): large enough to mix well, small enough to download a few MB for a 2K-row sample.
+STREAM_BUFFER = 10_000
 # The internal column a row's drop reason travels in between adapting and filtering.
 _DROP = "_drop_reason"
 
@@ -329,9 +335,22 @@ def load_recipe(name_or_path: str | Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------- loading
 
 
+def _saved_to_disk(path: Path) -> bool:
+    return any((path / marker).is_file() for marker in ("state.json", "dataset_dict.json"))
+
+
+def is_hub_like(dataset: str) -> bool:
+    """A hub id, or a local folder laid out as a hub dataset repository: both load with
+    ``datasets.load_dataset`` (and can stream); local files and ``save_to_disk`` folders do not."""
+    path = Path(dataset).expanduser()
+    if path.is_dir():
+        return not _saved_to_disk(path)
+    return not _is_local(dataset) and not path.exists()
+
+
 def _read(dataset: str, split: str, config: str | None) -> Dataset:
     """Raw rows of one source: local file, local ``save_to_disk`` folder or hub dataset."""
-    if _is_local(dataset) or Path(dataset).exists():
+    if not is_hub_like(dataset):
         path = Path(dataset).expanduser()
         if not path.exists():
             raise FileNotFoundError(f"{dataset}: local dataset file does not exist")
@@ -355,6 +374,18 @@ def _read(dataset: str, split: str, config: str | None) -> Dataset:
     # Hub: the token, if any, comes from the environment (HF_TOKEN) through huggingface_hub;
     # it is never passed or logged here, and no remote code is ever run.
     return datasets.load_dataset(dataset, config, split=split)
+
+
+def _stream(dataset: str, split: str, config: str | None, seed: int) -> datasets.IterableDataset:
+    """A hub dataset as a stream, shuffled with ``seed`` (its shards, then a buffer of
+    :data:`STREAM_BUFFER` rows); iterating it again yields the same rows in the same order."""
+    stream = datasets.load_dataset(dataset, config, split=split, streaming=True)
+    return stream.shuffle(seed=seed, buffer_size=STREAM_BUFFER)
+
+
+def _take(stream: datasets.IterableDataset, n: int) -> Dataset:
+    rows = list(itertools.islice(iter(stream), n))
+    return Dataset.from_list(rows) if rows else Dataset.from_dict({c: [] for c in stream.column_names or []})
 
 
 def _drop_reason(kind: str, row: dict[str, Any]) -> str:
@@ -430,7 +461,9 @@ def load_source(source: dict[str, Any], seed: int) -> Dataset:
     """Load one recipe source, shuffle it (seeded), adapt it to the common format, clean it,
     and keep the first ``num_samples`` usable rows.
 
-    ``source`` is one entry of a recipe part (see the module docstring). Example::
+    ``source`` is one entry of a recipe part (see the module docstring). A hub dataset with
+    ``num_samples`` is streamed: only the rows kept (and the shuffle buffer) are downloaded.
+    Example::
 
         load_source({"dataset": "tests/fixtures/iterative_prompt.jsonl", "split": "train",
                      "adapter": "context_messages", "num_samples": 2}, seed=0)
@@ -439,27 +472,39 @@ def load_source(source: dict[str, Any], seed: int) -> Dataset:
     adapter = ADAPTERS.get(source["adapter"])
     if adapter is None:
         raise ConfigError(f"{name}: unknown adapter {source['adapter']!r} (choose from {', '.join(ADAPTERS)})")
-    ds = _read(name, source["split"], source.get("config"))
-    if len(ds) == 0:
-        raise ValueError(f"{name}: split {source['split']!r} has no rows")
-    renames = {actual: expected for expected, actual in (source.get("columns") or {}).items() if actual != expected}
-    missing = [actual for actual in renames if actual not in ds.column_names]
-    if missing:
-        present = ", ".join(ds.column_names)
-        raise ValueError(f"{name}: columns mapping names {', '.join(missing)}, not in the data (columns present: {present})")
-    if renames:
-        ds = ds.rename_columns(renames)
-    # Shuffle the raw rows, then adapt only as many as num_samples needs (a 2.3M-row set is
-    # not converted to keep 2K rows); the window grows if dropped rows leave too few.
-    order = np.random.default_rng(seed).permutation(len(ds))
     n = source.get("num_samples")
-    size = len(ds) if n is None else min(n, len(ds))
-    while True:
-        adapted = _adapt(ds.select(order[:size]), adapter, name, order[:size], source.get("invalid_rows", "raise"))
+    renames = {actual: expected for expected, actual in (source.get("columns") or {}).items() if actual != expected}
+    order, total = None, None
+    if n is not None and is_hub_like(name):
+        stream = _stream(name, source["split"], source.get("config"), seed)
+
+        def window(size: int) -> Dataset:
+            return _take(stream, size)
+    else:
+        ds = _read(name, source["split"], source.get("config"))
+        # Shuffle the raw rows, then adapt only as many as num_samples needs (a 2.3M-row set is
+        # not converted to keep 2K rows).
+        order, total = np.random.default_rng(seed).permutation(len(ds)), len(ds)
+
+        def window(size: int) -> Dataset:
+            return ds.select(order[:size])
+
+    size = n if total is None else total if n is None else min(n, total)
+    while True:  # the window grows if dropped rows leave too few
+        rows = window(size)
+        if len(rows) == 0:
+            raise ValueError(f"{name}: split {source['split']!r} has no rows")
+        missing = [actual for actual in renames if actual not in rows.column_names]
+        if missing:
+            present = ", ".join(rows.column_names)
+            raise ValueError(f"{name}: columns mapping names {', '.join(missing)}, not in the data (columns present: {present})")
+        exhausted = len(rows) < size or size == total
+        rows = rows.rename_columns(renames) if renames else rows
+        adapted = _adapt(rows, adapter, name, None if order is None else order[:size], source.get("invalid_rows", "raise"))
         out, counts = _clean(adapted)
-        if n is None or len(out) >= n or size == len(ds):
+        if n is None or len(out) >= n or exhausted:
             break
-        size = min(len(ds), 2 * size)
+        size = 2 * size if total is None else min(total, 2 * size)
     _report(name, counts)
     if n is not None and len(out) < n:
         print(f"{name}: num_samples={n} but only {len(out)} usable rows; using them all")

@@ -13,7 +13,7 @@ from .artifacts import RunDir, display_path
 from .config import Config, load_config
 from .data import is_toy_world
 from .generation import check_shard_gpus, uses_vllm
-from .hosted import persistent_run_dir
+from .hosted import remember_preset, resolve_run_dir
 from .models import apply_runtime, resolve_device, resolve_precision
 from .world import ToyWorld
 
@@ -54,9 +54,12 @@ def start(preset: str, run_dir: str, overrides: dict[str, Any]) -> tuple[Config,
     # Our own progress bars cover the long steps; the datasets library's fast map/save bars are noise here.
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
-    run = RunDir.open(run_dir or persistent_run_dir(cfg.name) or None, cfg)
+    run = RunDir.open(resolve_run_dir(run_dir, cfg.name), cfg)
+    saved = remember_preset(preset)
     world = ToyWorld.from_recipe(cfg.data.recipe) if is_toy_world(cfg) else None
     print(f"preset: {cfg.name} | device: {resolve_device(cfg)} | precision: {resolve_precision(cfg)} | seed: {cfg.runtime.seed}")
     print(f"run dir: {display_path(run.path)}")
+    if saved:
+        print(f"the notebooks that follow default to preset {preset!r} ({saved})")
     print(hardware_plan(cfg))
     return cfg, run, world

@@ -41,12 +41,60 @@ def test_repo_url_defined_once():
     assert all(p.suffix == ".ipynb" for p in hits)
 
 
-def test_persistent_run_dir(monkeypatch):
-    monkeypatch.delenv("COLAB_RELEASE_TAG", raising=False)
+def test_setup_cell_can_be_run_twice_on_a_hosted_kernel(monkeypatch, tmp_path):
+    """One clone and one install, however often the cell runs; the kernel ends up in the
+    notebooks folder with the repository importable once."""
+    import subprocess
+    import sys
+
+    calls = []
+
+    def fake_run(cmd, check):
+        calls.append(cmd[:2] if cmd[0] == "git" else cmd[1:4])
+        if cmd[0] == "git":
+            (Path(cmd[-1]) / "notebooks").mkdir(parents=True)
+
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
-    assert hosted.where() == "kaggle" and hosted.persistent_run_dir("colab_t4") == "/kaggle/working/runs/colab_t4"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        exec(compile(hosted.SETUP_CELL, "setup", "exec"), {})
+    repo = tmp_path / "rlhf-workflow"
+    assert calls == [["git", "clone"], ["-m", "pip", "install"]]
+    assert Path.cwd() == repo / "notebooks" and sys.path.count(str(repo)) == 1
+
+
+def test_runs_and_the_chosen_preset_persist_on_a_hosted_kernel(monkeypatch, tmp_path):
+    monkeypatch.delenv("COLAB_RELEASE_TAG", raising=False)
+    monkeypatch.delenv("RLHF_PRESET", raising=False)
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
+    monkeypatch.setattr(hosted, "KAGGLE_ROOT", tmp_path)
+    assert hosted.where() == "kaggle" and hosted.persistent_run_dir("colab_t4") == str(tmp_path / "runs/colab_t4")
+    assert hosted.resolve_run_dir("", "colab_t4") == tmp_path / "runs/colab_t4", "the runner writes where the notebooks do"
+    assert hosted.default_preset() == "tiny"
+    assert hosted.remember_preset("colab_t4") == tmp_path / "preset.txt"
+    assert hosted.default_preset() == "colab_t4", "chosen in notebook 01, the default of the others"
+    monkeypatch.setenv("RLHF_PRESET", "single_gpu")
+    assert hosted.default_preset() == "single_gpu", "the environment wins"
     monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE")
+    monkeypatch.delenv("RLHF_PRESET")
     assert hosted.where() == "local" and hosted.persistent_run_dir("tiny") == ""
+    assert hosted.default_preset() == "tiny" and hosted.remember_preset("paper") is None
+    assert hosted.resolve_run_dir("", "tiny").name == "tiny" and hosted.resolve_run_dir("x/y", "tiny") == Path("x/y")
+
+
+def test_the_runner_uses_the_persistent_run_dir(monkeypatch, tmp_path):
+    from rlhf_utils import pipeline
+
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
+    monkeypatch.setattr(hosted, "KAGGLE_ROOT", tmp_path)
+    ran = []
+    monkeypatch.setattr(pipeline, "execute_notebook", lambda source, output, params, progress: ran.append(params["run_dir"]))
+    monkeypatch.setattr(pipeline, "write_manifest", lambda *a: None)
+    pipeline.run_pipeline("tiny", notebooks=["01_sft.ipynb"], progress=False)
+    assert ran == [str((tmp_path / "runs/tiny").resolve())]
 
 
 def test_accelerate_configs_and_launch_command(tmp_path):

@@ -137,17 +137,13 @@ def test_manifest_and_notebooks(tiny_run):
 def test_same_seed_same_numbers(tiny_run, tmp_path):
     """A second run with the same seed reproduces every number exactly on the CPU.
 
-    Under `make test` the second run is nbval's execution of the committed notebooks, which runs
-    first, from an empty $RLHF_RUNS_DIR; run on its own, this test makes a second run itself."""
-    import os
-
-    from rlhf_utils.artifacts import RUNS_ENV
-
+    The shared run's SFT and reward model are trained again from nothing, in a fresh run dir, and
+    must match to the last digit (the crash tests do the same for online iterations 2 and 3 and
+    offline DPO, which they retrain from a copy)."""
     _, results = tiny_run
-    nbval_run = Path(os.environ.get(RUNS_ENV, "/nonexistent")) / "tiny/results.json"
-    again = json.loads(nbval_run.read_text()) if nbval_run.is_file() else run_pipeline("tiny", tmp_path / "again", progress=False)
-    assert set(again) >= {"sft", "reward_model", "preference_model", "online_dpo", "offline_dpo", "evaluation"}
-    assert deterministic_numbers(again) == deterministic_numbers(results)
+    again = run_pipeline("tiny", tmp_path / "again", notebooks=NOTEBOOKS[:2], progress=False)
+    for block in ("sft", "reward_model"):
+        assert deterministic_numbers(again[block]) == deterministic_numbers(results[block]), block
 
 
 def test_reward_model_block(tiny_run):

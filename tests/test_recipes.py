@@ -136,6 +136,45 @@ def test_hub_sources_go_through_load_dataset(monkeypatch: pytest.MonkeyPatch) ->
     assert calls == [(("RLHFlow/iterative-prompt-v1-iter1-20K", None), {"split": "train"})]
 
 
+def hub_layout(tmp_path: Path, fixture: str = "iterative_prompt.jsonl", copies: int = 4) -> Path:
+    """A folder laid out as a hub dataset repository (``data/train-*.jsonl``), as ``load_dataset``
+    reads it, with the fixture's rows repeated (each copy made distinct) so there is a stream to sample."""
+    rows = [json.loads(line) for line in (FIXTURES / fixture).read_text().splitlines()]
+    repo = tmp_path / "hub_repo"
+    (repo / "data").mkdir(parents=True)
+    for shard in range(2):
+        lines = []
+        for c in range(copies):
+            for r in rows:
+                r = json.loads(json.dumps(r))
+                r["context_messages"][-1]["content"] += f" (shard {shard}, copy {c})"
+                lines.append(json.dumps(r))
+        (repo / f"data/train-0000{shard}-of-00002.jsonl").write_text("\n".join(lines) + "\n")
+    return repo
+
+
+def test_hub_sources_with_num_samples_are_streamed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A subsampled hub dataset is streamed through a seeded shuffle buffer: only the rows kept
+    travel; the same seed takes the same rows, another seed others."""
+    repo = hub_layout(tmp_path)
+    calls = []
+    real = datasets.load_dataset
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append(k) or real(*a, **k))
+    src = {"dataset": str(repo), "split": "train", "adapter": "context_messages", "num_samples": 6}
+    first, again, other = (load_source(src, seed) for seed in (0, 0, 1))
+    assert calls and all(k.get("streaming") is True for k in calls)
+    assert len(first) == 6 and first["prompt"] == again["prompt"] and first["prompt"] != other["prompt"]
+    everything = load_source({k: v for k, v in src.items() if k != "num_samples"}, seed=0)
+    assert len(everything) == 40 and calls[-1].get("streaming") is None, "no num_samples: the whole set, not streamed"
+    assert {json.dumps(p) for p in first["prompt"]} <= {json.dumps(p) for p in everything["prompt"]}
+
+
+def test_a_streamed_source_with_too_few_usable_rows_keeps_them_all(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = {"dataset": str(hub_layout(tmp_path, copies=1)), "split": "train", "adapter": "context_messages", "num_samples": 50}
+    assert len(load_source(src, seed=0)) == 10
+    assert "num_samples=50 but only 10 usable rows" in capsys.readouterr().out
+
+
 # ------------------------------------------------------------------ build_split
 
 
