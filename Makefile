@@ -10,7 +10,7 @@ PRESET ?= tiny
 ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: setup run test unit nbval bench sweep notebooks gpu-smoke clean FORCE
+.PHONY: setup run test unit nbval bench sweep rehearsal notebooks gpu-smoke clean FORCE
 
 setup: $(VENV)/.installed
 
@@ -53,6 +53,11 @@ bench: setup
 GRID ?= sweeps/paper_ablations.yaml
 sweep: setup
 	$(BIN)/rlhf-workflow sweep --preset $(PRESET) --grid $(GRID) --seeds $(SEEDS) $(ARGS)
+
+# The hub path rehearsed offline: every notebook with colab_t4's structure on a mini hub that the
+# project builds itself (a tiny Qwen2 checkpoint, hub-schema datasets). make test runs it too.
+rehearsal: setup
+	$(BIN)/rlhf-workflow rehearse $(ARGS)
 
 # Hardware-only: the tiny preset on CUDA in bf16 (HF backend), then HF sampling throughput per
 # batch size and KV cache (GEN_MODEL: any saved policy or hub id), e.g.

@@ -10,6 +10,7 @@ Usage::
     rlhf-workflow notebooks                             # re-execute the committed notebooks in place
     rlhf-workflow bench --preset tiny --seeds 3         # the benchmark: bench/report.json and bench/report.md
     rlhf-workflow sweep --preset tiny --grid sweeps/paper_ablations.yaml --seeds 3 [--out DIR] [--resume]
+    rlhf-workflow rehearse [--run-dir DIR]              # every notebook on the mini hub, colab_t4's structure
     rlhf-workflow bench-generation --model runs/tiny/models/sft --batch-sizes 64 256 --caches dynamic static
 
 A bad preset, key or value, recipe source or hub id exits with status 2 and one paragraph naming
@@ -93,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--new-tokens", type=int, default=None, help="max new tokens (default: online.max_new_tokens)")
     gen.add_argument("--out", default=None, help="also write the rows to this JSON file")
 
+    reh = sub.add_parser("rehearse", help="run every notebook on a local mini hub with colab_t4's structure (CPU, offline)")
+    reh.add_argument("--run-dir", default=None, help="output directory (default: runs/rehearsal)")
+    reh.add_argument("--hub-dir", default=None, help="where the mini hub is built (default: runs/mini_hub)")
+
     sub.add_parser("presets", help="list the presets")
 
     nbs = sub.add_parser("notebooks", help="re-execute the committed notebooks in place (tiny preset)")
@@ -141,6 +146,14 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--seeds: must be >= 1 (got {args.seeds})")
             report = run_sweep(args.preset, args.grid, args.seeds, args.out, _overrides(args), resume=args.resume)
             print((Path(report["out"]) / "report.md").read_text())
+        elif args.command == "rehearse":
+            from .rehearsal import RehearsalError, rehearse
+
+            try:
+                rehearse(args.run_dir, args.hub_dir)
+            except RehearsalError as err:
+                print(f"rlhf-workflow: rehearsal failed: {err}", file=sys.stderr)
+                return 2
         elif args.command == "bench-generation":
             from .bench import generation_throughput
 

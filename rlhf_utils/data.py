@@ -149,6 +149,11 @@ def load_splits(run: RunDir, names: list[str]) -> dict[str, Dataset]:
             for name in names}
 
 
+def pair_categories(ds: Dataset) -> list[str] | None:
+    """The toy world's pair categories (easy, hard, length_trap); ``None`` for hub pairs, which carry none."""
+    return list(ds["category"]) if "category" in ds.column_names else None
+
+
 def _answer(value: Any) -> str:
     """The text of a preference side: a string, or the last message of a conversation."""
     if isinstance(value, list) and value and isinstance(value[-1], dict):

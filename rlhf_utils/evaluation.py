@@ -130,9 +130,13 @@ def bootstrap_ci(values: np.ndarray, samples: int, seed: int, level: float = 0.9
     return float(lo), float(hi)
 
 
-def pairwise_accuracy(chosen: np.ndarray, rejected: np.ndarray, categories: list[str]) -> tuple[float, dict[str, float]]:
-    """Share of pairs where the chosen side scores higher (a tie counts half), overall and per category."""
+def pairwise_accuracy(chosen: np.ndarray, rejected: np.ndarray,
+                      categories: list[str] | None) -> tuple[float, dict[str, float]]:
+    """Share of pairs where the chosen side scores higher (a tie counts half), overall and per
+    category (none for ``categories=None``: hub pairs carry no category)."""
     hit = (chosen > rejected) + 0.5 * (chosen == rejected)
+    if categories is None:
+        return float(hit.mean()), {}
     cats = np.asarray(categories)
     return float(hit.mean()), {c: float(hit[cats == c].mean()) for c in sorted(set(categories))}
 
