@@ -170,8 +170,8 @@ def run_pipeline(
     opened (:func:`~rlhf_utils.preflight.preflight`), so a bad preset, override, recipe or hub id
     fails in seconds with a message naming it, before any notebook starts. Without ``run_dir``
     the run goes to Google Drive on Colab and ``/kaggle/working`` on Kaggle (where the notebooks
-    put it too), else ``runs/<preset>``. A failing notebook raises :class:`NotebookFailed`. A fresh run from the
-    first notebook clears what an earlier run left in the run dir. ``resume=True`` keeps it:
+    put it too), else ``runs/<preset>``. A failing notebook raises :class:`NotebookFailed`.
+    A fresh run from the first notebook clears what an earlier run left in the run dir. ``resume=True`` keeps it:
     every phase reuses the artifact it finds finished *with the same settings* (its
     fingerprint, ``rlhf_utils.fingerprints``) and redoes the others, so an interrupted run
     continues where it stopped and a changed knob redoes exactly what depends on it.

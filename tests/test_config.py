@@ -183,7 +183,7 @@ def test_diff_from_paper_tiny():
     for unchanged in ("online.iterations", "online.k", "online.selection", "dpo.beta", "name", "description",
                       "world.n_sft_prompts", "models.tiny.hidden_size"):
         assert unchanged not in diff
-    assert dict((k, (p, o)) for k, p, o in diff_from_paper(load_config("colab_t4")))["online.iterations"] == (3, 1)
+    assert dict((k, (p, o)) for k, p, o in diff_from_paper(load_config("colab_t4")))["online.k"] == (8, 4)
     overridden = {k for k, _, _ in diff_from_paper(load_config("tiny", {"online.iterations": 2}))}
     assert "online.iterations" in overridden
 
