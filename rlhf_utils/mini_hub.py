@@ -7,7 +7,7 @@ holds the same kinds of things, small enough for a 2-core CPU and written here, 
   byte-level BPE tokenizer trained on the mini hub's own text, Qwen2.5-Instruct's special tokens
   and its ChatML chat template (the original, as TRL ships it; system turn included), saved with
   ``save_pretrained`` in safetensors like a hub checkpoint;
-* ``datasets/<hub id>/data/train-0000k-of-0000n.parquet``: each RLHFlow dataset that the
+* ``datasets/<hub id>/data/train-0000k-of-0000n.jsonl``: each RLHFlow dataset that the
   ``colab_t4`` recipe reads, in its real schema (``conversations`` for the SFT set, whole
   ``chosen`` / ``rejected`` conversations with scores for preference_700K, ``context_messages``
   for the four prompt sets), laid out as a hub dataset repository so ``datasets`` streams it as
@@ -36,10 +36,10 @@ import yaml
 from .artifacts import atomic_dir
 from .recipes import RECIPE_DIR
 
-VERSION = 1  # bump when anything below changes what the mini hub holds
+VERSION = 2  # bump when anything below changes what the mini hub holds
 MODEL = "models/Qwen2.5-mini-Instruct"
 RECIPE = "recipe.yaml"
-# Rows per dataset, written in two parquet shards each (the recipe streams samples of them).
+# Rows per dataset, written in two JSON-lines shards each (the recipe streams samples of them).
 ROWS = {"sft": 600, "preference": 600, "prompts": 160}
 # The recipe's num_samples, cut from rlhflow_small's 2000 / 4000 / 512 / 128.
 SAMPLES = {"sft": 320, "preference": 320, "iteration_prompts": 48, "eval_prompts": 24}
@@ -214,13 +214,16 @@ def prompt_rows(rng: random.Random, n: int) -> list[dict[str, Any]]:
 
 
 def _write_repo(folder: Path, rows: list[dict[str, Any]], shards: int = 2) -> None:
-    """Rows as ``data/train-0000k-of-0000n.parquet``, the layout of a converted hub dataset."""
-    from datasets import Dataset
+    """Rows as ``data/train-0000k-of-0000n.jsonl``, the layout of a hub dataset repository.
 
+    JSON lines (hub datasets come as JSON or parquet) rather than parquet: ``datasets`` sleeps 5 s
+    whenever a parquet stream is closed early (a PyArrow workaround), which a sample always does.
+    On the hub that is 5 s per source; here it would be most of the data stage."""
     (folder / "data").mkdir(parents=True)
     size = -(-len(rows) // shards)
     for k in range(shards):
-        Dataset.from_list(rows[k * size:(k + 1) * size]).to_parquet(str(folder / f"data/train-{k:05d}-of-{shards:05d}.parquet"))
+        lines = (json.dumps(row, ensure_ascii=False) for row in rows[k * size:(k + 1) * size])
+        (folder / f"data/train-{k:05d}-of-{shards:05d}.jsonl").write_text("\n".join(lines) + "\n")
 
 
 def build_tokenizer(texts: list[str], vocab_size: int = 1200):

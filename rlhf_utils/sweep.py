@@ -339,8 +339,8 @@ def run_sweep(
         seed_dir = out / f"seed_{seed}"
         if shared_run is not None:
             upstream = Path(shared_run)
-        elif resume and all(_finished_record(seed_dir / v.slug / "variant.json", load_config(preset, seed_ov | v.overrides))
-                            for v in grid.variants):
+        elif resume and all(_finished_record(seed_dir / v.slug / "variant.json", load_config(preset, seed_ov | v.overrides),
+                                             seed_dir / v.slug, None) for v in grid.variants):
             upstream = seed_dir / "shared"  # every variant of this seed is done: nothing to share
         else:
             upstream = seed_dir / "shared"
@@ -381,7 +381,8 @@ def _variant_record(preset: str, v: Variant, seed: int, overrides: dict[str, Any
     the shared run itself when that finished with them, else run in its own dir. Its record
     (``variant.json``): the run dir, what it shared, the notebooks it ran, and its numbers."""
     cfg, path = load_config(preset, overrides), seed_dir / v.slug / "variant.json"
-    if resume and (record := _finished_record(path, cfg)) is not None:
+    if resume and (record := _finished_record(path, cfg, seed_dir / v.slug, shared_run)) is not None:
+        atomic_write_json(path, record)
         return record
     if shared_run is not None and _is_finished(shared_run, cfg):
         vdir, info = shared_run, {"shared": ["all"], "notebooks": [], "wall_seconds": 0.0}
@@ -395,10 +396,17 @@ def _variant_record(preset: str, v: Variant, seed: int, overrides: dict[str, Any
     return record
 
 
-def _finished_record(path: Path, cfg: Config) -> dict[str, Any] | None:
-    """A variant's record, when the run dir it names finished with these settings (its fingerprints say so)."""
+def _finished_record(path: Path, cfg: Config, own_dir: Path, shared_run: Path | None) -> dict[str, Any] | None:
+    """A variant's record, when its run dir finished with these settings (its fingerprints say so).
+
+    Its run dir is where this sweep puts it now (``own_dir``, or ``shared_run`` for a variant that
+    was the shared run itself), not the path the record was written with: a sweep copied or moved
+    with its run (a run dir resumed elsewhere) reads its own variants, not the original's."""
     record = read_json(path)
-    return record if record is not None and _is_finished(Path(record["run_dir"]), cfg) else None
+    if record is None:
+        return None
+    where = shared_run if shared_run is not None and record["shared_phases"] == ["all"] else own_dir
+    return record | {"run_dir": str(where)} if _is_finished(where, cfg) else None
 
 
 def _is_finished(run_dir: Path, cfg: Config) -> bool:

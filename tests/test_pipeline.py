@@ -10,7 +10,7 @@ from datasets import load_from_disk
 from conftest import deterministic_numbers
 from rlhf_utils import stage
 from rlhf_utils.config import load_config
-from rlhf_utils.pipeline import NOTEBOOKS, run_pipeline
+from rlhf_utils.pipeline import NOTEBOOKS, NotebookFailed, run_pipeline
 
 pytestmark = pytest.mark.e2e
 
@@ -109,8 +109,6 @@ def test_changed_pair_rule_reuses_the_models_and_redoes_the_loop(tiny_run, tmp_p
 def test_changed_sft_knob_redoes_sft_and_blocks_stale_downstream_models(tiny_run, tmp_path):
     """sft.learning_rate changed: notebook 01 retrains SFT (data and the initial model reused); the
     reward model, trained from the old SFT model, is then refused by notebook 04 with the reason."""
-    import papermill
-
     run_dir, results = tiny_run
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
@@ -120,7 +118,7 @@ def test_changed_sft_knob_redoes_sft_and_blocks_stale_downstream_models(tiny_run
     assert "data: reusing" in executed and "init: reusing" in executed
     assert "sft: redoing" in executed and "sft.learning_rate: 0.002 -> 0.001" in executed
     assert again["sft"]["gold_reward"] != results["sft"]["gold_reward"]
-    with pytest.raises(papermill.PapermillExecutionError, match=r"models/reward_model was made with other settings \(sft changed\)"):
+    with pytest.raises(NotebookFailed, match=r"04_online_iterative_dpo.ipynb failed at In \[\d+\]: FileNotFoundError: .*models/reward_model was made with other settings \(sft changed\)"):
         run_pipeline("tiny", copy, overrides={"sft.learning_rate": 1e-3}, start_from="04", progress=False)
 
 
@@ -137,13 +135,12 @@ def test_manifest_and_notebooks(tiny_run):
 def test_same_seed_same_numbers(tiny_run, tmp_path):
     """A second run with the same seed reproduces every number exactly on the CPU.
 
-    The shared run's SFT and reward model are trained again from nothing, in a fresh run dir, and
-    must match to the last digit (the crash tests do the same for online iterations 2 and 3 and
-    offline DPO, which they retrain from a copy)."""
+    The shared run's SFT model is trained again from nothing, in a fresh run dir, and its numbers
+    must match to the last digit; the crash tests do the same for DPO (online iterations 2 and 3,
+    offline DPO), which they retrain from a copy."""
     _, results = tiny_run
-    again = run_pipeline("tiny", tmp_path / "again", notebooks=NOTEBOOKS[:2], progress=False)
-    for block in ("sft", "reward_model"):
-        assert deterministic_numbers(again[block]) == deterministic_numbers(results[block]), block
+    again = run_pipeline("tiny", tmp_path / "again", notebooks=NOTEBOOKS[:1], progress=False)
+    assert deterministic_numbers(again["sft"]) == deterministic_numbers(results["sft"])
 
 
 def test_reward_model_block(tiny_run):
