@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, ConfigError
-from .recipes import ADAPTERS, PARTS, RowError, _read, is_hub_like, load_recipe
+from .recipes import ADAPTERS, PARTS, RowError, is_hub_like, load_recipe, read_source
 
 PEEK_ROWS = 3
 # Model values that are not hub ids: built from config, or this run's own SFT model.
@@ -67,7 +67,7 @@ def check_model(key: str, repo_id: str) -> None:
 def _first_rows(dataset: str, split: str, config: str | None) -> tuple[list[str], list[dict[str, Any]]]:
     """Column names and the first rows of one source; hub data streamed, so only they travel."""
     if not is_hub_like(dataset):
-        ds = _read(dataset, split, config)
+        ds = read_source(dataset, split, config)
         return list(ds.column_names), [ds[i] for i in range(min(PEEK_ROWS, len(ds)))]
     import datasets
 

@@ -348,7 +348,7 @@ def is_hub_like(dataset: str) -> bool:
     return not _is_local(dataset) and not path.exists()
 
 
-def _read(dataset: str, split: str, config: str | None) -> Dataset:
+def read_source(dataset: str, split: str, config: str | None) -> Dataset:
     """Raw rows of one source: local file, local ``save_to_disk`` folder or hub dataset."""
     if not is_hub_like(dataset):
         path = Path(dataset).expanduser()
@@ -481,7 +481,7 @@ def load_source(source: dict[str, Any], seed: int) -> Dataset:
         def window(size: int) -> Dataset:
             return _take(stream, size)
     else:
-        ds = _read(name, source["split"], source.get("config"))
+        ds = read_source(name, source["split"], source.get("config"))
         # Shuffle the raw rows, then adapt only as many as num_samples needs (a 2.3M-row set is
         # not converted to keep 2K rows).
         order, total = np.random.default_rng(seed).permutation(len(ds)), len(ds)
