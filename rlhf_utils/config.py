@@ -202,7 +202,7 @@ class OnlineSettings:
     backend: Literal["auto", "hf", "vllm"] = "auto"  # sampler: vLLM when installed, else transformers generate
     tensor_parallel_size: int = 1  # GPUs per vLLM engine (an 8B model fits one 80 GB GPU)
     vllm_gpu_memory_utilization: float = 0.7  # GPU memory share of a vLLM engine (the RM may sit beside it)
-    data_parallel_size: int = 8  # generation worker processes, each on its own prompt shard (paper: 8 GPUs)
+    data_parallel_size: int = 8  # generation processes (engines), one prompt shard each; 0: one per visible GPU (paper: 8 GPUs)
     generation_batch_size: int = 1024  # sequences (prompts x k) per HF generate call; halved on GPU OOM
     cache_implementation: Literal["dynamic", "static"] = "dynamic"  # HF generate's KV cache
     score_batch_size: int = 8  # sequences per forward pass when scoring or computing log-probs (full-vocabulary logits)
@@ -572,12 +572,11 @@ def validate(cfg: Config) -> None:
     o = cfg.online
     _require(o.iterations >= 1, "online.iterations", "must be >= 1", o.iterations)
     _require(o.k >= 2, "online.k", "must be >= 2 (a pair needs two responses)", o.k)
-    _positive(o, "online", "temperature", "max_new_tokens", "tensor_parallel_size", "data_parallel_size", "generation_batch_size",
-              "score_batch_size")
+    _positive(o, "online", "temperature", "max_new_tokens", "tensor_parallel_size", "generation_batch_size", "score_batch_size")
     _require(0 < o.top_p <= 1, "online.top_p", "must be in (0, 1]", o.top_p)
     _require(0 < o.vllm_gpu_memory_utilization <= 1, "online.vllm_gpu_memory_utilization", "must be in (0, 1]",
              o.vllm_gpu_memory_utilization)
-    _non_negative(o, "online", "length_penalty", "margin", "prompts_per_iteration")
+    _non_negative(o, "online", "length_penalty", "margin", "prompts_per_iteration", "data_parallel_size")
     _require(
         not (o.accumulate and o.reference == "previous"),
         "online.accumulate",

@@ -7,7 +7,7 @@ not care which one ran. :func:`make_generator` picks one from the preset:
 ========================  ==========================================================================
 :class:`HFGenerator`      transformers ``generate``, batched, KV cache; CPU or GPU (``online.backend: hf``)
 :class:`VLLMGenerator`    vLLM's ``LLM.generate``; GPU only (``vllm``, or ``auto`` with vLLM and a GPU)
-:class:`ShardedGenerator` either of them in ``online.data_parallel_size`` worker processes, one prompt
+:class:`LaunchedGenerator` either of them on processes started by ``accelerate launch``, one prompt
                           shard each, joined in prompt order (always used for vLLM)
 ========================  ==========================================================================
 
@@ -21,9 +21,7 @@ Usage::
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -93,7 +91,7 @@ class HFGenerator:
         done = {"prompts": 0, "batches": 0}
         self.new_tokens = 0
         first = max(1, self.batch_size // n)
-        bar = tqdm(total=len(texts), desc="generate", unit="prompt", disable=not progress, mininterval=5)
+        bar = tqdm(total=len(texts), desc=tag, unit="prompt", disable=not progress, mininterval=5)
 
         def halve() -> int:
             nonlocal per_call
@@ -194,17 +192,20 @@ class VLLMGenerator:
     Every prompt of a shard is sent in one ``generate`` call: vLLM schedules and batches them
     itself. Several GPUs: ``online.tensor_parallel_size`` splits one engine across GPUs,
     ``online.data_parallel_size`` runs several engines on disjoint prompt shards. The online
-    loop always runs vLLM in worker processes (:class:`ShardedGenerator`), so the engine's GPU
+    loop always runs vLLM in launched processes (:class:`LaunchedGenerator`), so the engine's GPU
     memory is returned when they exit, before DPO trains on the same GPUs.
     """
 
     def __init__(self, model_path: str, tokenizer: PreTrainedTokenizerBase, tensor_parallel_size: int, dtype: str,
-                 gpu_memory_utilization: float, trust_remote_code: bool):
+                 gpu_memory_utilization: float, trust_remote_code: bool, external_launcher: bool = False):
         from vllm import LLM
 
         self.tok = tokenizer
+        # Under accelerate launch the engine joins the launched processes' group (TRL's colocated mode);
+        # its processes must share the engine seed (each request carries its own sampling seed).
+        launcher = {"distributed_executor_backend": "external_launcher", "seed": 0} if external_launcher else {}
         self.llm = LLM(model=model_path, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
-                       gpu_memory_utilization=gpu_memory_utilization, trust_remote_code=trust_remote_code)
+                       gpu_memory_utilization=gpu_memory_utilization, trust_remote_code=trust_remote_code, **launcher)
         self.new_tokens = 0
 
     def generate(
@@ -219,7 +220,7 @@ class VLLMGenerator:
         return convert_vllm_outputs(outputs)
 
 
-# ------------------------------------------------------------------ data parallel shards
+# ------------------------------------------------------------------ data parallel, under accelerate launch
 
 
 def shard_bounds(n_items: int, n_shards: int) -> list[tuple[int, int]]:
@@ -239,132 +240,136 @@ def shard_bounds(n_items: int, n_shards: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def shard_gpus(shard: int, tensor_parallel_size: int, visible: str | None) -> str:
-    """``CUDA_VISIBLE_DEVICES`` of one shard: its own ``tensor_parallel_size`` GPUs out of the visible ones."""
-    ids = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
-    mine = ids[shard * tensor_parallel_size : (shard + 1) * tensor_parallel_size]
-    if len(mine) < tensor_parallel_size:
+def _processes_per_shard(cfg) -> int:
+    return cfg.online.tensor_parallel_size if uses_vllm(cfg) else 1
+
+
+def data_parallel_size(cfg) -> int:
+    """``online.data_parallel_size``, where 0 means one shard per visible GPU (per vLLM engine's
+    ``tensor_parallel_size`` GPUs), and a single shard on the CPU."""
+    from .models import resolve_device
+
+    if cfg.online.data_parallel_size:
+        return cfg.online.data_parallel_size
+    gpus = torch.cuda.device_count() if resolve_device(cfg) == "cuda" else 0
+    return max(1, gpus // _processes_per_shard(cfg))
+
+
+def generation_processes(cfg) -> int:
+    """Processes a launched rollout runs on: each shard on one process (HF) or on
+    ``tensor_parallel_size`` processes that share one vLLM engine."""
+    return data_parallel_size(cfg) * _processes_per_shard(cfg)
+
+
+def check_generation_gpus(cfg) -> None:
+    """Fail before any process starts unless every generation process can have a GPU of its own."""
+    need, have = generation_processes(cfg), torch.cuda.device_count()
+    if need > have:
         raise ValueError(
-            f"online.data_parallel_size: shard {shard} needs GPUs {shard * tensor_parallel_size}.."
-            f"{(shard + 1) * tensor_parallel_size - 1} but only {len(ids)} are visible"
+            f"online.data_parallel_size: {data_parallel_size(cfg)} shard(s) x tensor_parallel_size "
+            f"{_processes_per_shard(cfg)} need {need} GPUs but only {have} are visible"
         )
-    return ",".join(mine)
 
 
-def check_shard_gpus(shards: int, tensor_parallel_size: int) -> None:
-    """Fail before any process starts unless ``shards`` x ``tensor_parallel_size`` GPUs are visible."""
-    shard_gpus(shards - 1, tensor_parallel_size, os.environ.get("CUDA_VISIBLE_DEVICES"))
+class LaunchedGenerator:
+    """Data-parallel sampling on processes started by ``accelerate launch``, as the paper's code shards.
 
-
-def _last_line(path: str | Path) -> str:
-    """The last non-empty line of a log (progress bars redraw with carriage returns)."""
-    with open(path, "rb") as fh:
-        fh.seek(max(0, fh.seek(0, 2) - 1000))
-        lines = [x.strip() for x in fh.read().decode(errors="replace").replace("\r", "\n").split("\n")]
-    return next((x for x in reversed(lines) if x), "starting")
-
-
-class ShardedGenerator:
-    """Data-parallel generation: one worker process per shard of the prompts, run concurrently.
-
-    Each worker (``python -m rlhf_utils.generation``) loads the policy into its own backend
-    (vLLM or HF) on its own ``tensor_parallel_size`` GPUs (CPU processes when the run is on the
-    CPU), samples its shard with seed ``seed + shard``, and writes its responses atomically; the
-    parent joins them in prompt order and checks that every prompt came back.
+    The parent writes the request (prompts, sampling spec) to ``work_dir`` and launches
+    ``python -m rlhf_utils.generation`` on ``processes`` processes, streaming their output. The
+    prompts are cut into ``processes / tensor_parallel_size`` contiguous shards (sizes differ by at
+    most one, so every prompt is sampled); accelerate's ``split_between_processes`` hands each
+    process its shard (the ``tensor_parallel_size`` processes of one vLLM engine share one), each
+    samples it with seed ``seed_for(seed, "shard", i)``, and ``gather_object`` joins the shards in
+    rank order on the first process, which writes them. The parent checks that every prompt came
+    back; a process that fails names its shard and its error. vLLM always runs this way, even on
+    one GPU, so the engine's GPU memory is free again when DPO trains.
 
     Usage::
 
-        gen = ShardedGenerator(run / "config.yaml", policy_dir, shards=8, work_dir=run / "online/iter_1/shards")
+        gen = LaunchedGenerator(run / "config.yaml", policy_dir, processes=8, work_dir=run / "online/iter_1/shards")
         responses = gen.generate(prompts, n=8, temperature=1.0, top_p=1.0, max_new_tokens=2048, seed=42)
     """
 
-    def __init__(self, config_path: str | Path, model_path: str, shards: int, work_dir: str | Path,
-                 tensor_parallel_size: int = 1, cuda: bool = False, poll: float = 30.0):
-        self.config_path, self.model_path, self.shards = str(config_path), str(model_path), shards
-        self.work_dir, self.tp, self.cuda, self.poll = Path(work_dir), tensor_parallel_size, cuda, poll
+    def __init__(self, config_path: str | Path, model_path: str, processes: int, work_dir: str | Path,
+                 tensor_parallel_size: int = 1):
+        if processes % tensor_parallel_size:
+            raise ValueError(f"online.tensor_parallel_size: {tensor_parallel_size} does not divide {processes} processes")
+        self.config_path, self.model_path, self.processes = str(config_path), str(model_path), processes
+        self.work_dir, self.tp = Path(work_dir), tensor_parallel_size
         self.new_tokens = 0
-        if cuda:
-            check_shard_gpus(shards, tensor_parallel_size)
+
+    def command(self) -> list[str]:
+        from .launch import accelerate_launcher
+
+        # One process needs no launcher (and vLLM then runs its own executor).
+        launcher = accelerate_launcher(self.processes) if self.processes > 1 else [sys.executable]
+        return [*launcher, "-m", "rlhf_utils.generation", "--config", self.config_path, "--model", self.model_path,
+                "--request", str(self.work_dir / "request.json"), "--out", str(self.work_dir / "responses.json")]
 
     def generate(
         self, prompts: list[Messages], n: int, temperature: float, top_p: float, max_new_tokens: int, seed: int,
         progress: bool = True, tag: str = "generate",
     ) -> list[list[str]]:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        procs = []
-        for i, (lo, hi) in enumerate(shard_bounds(len(prompts), self.shards)):
-            if lo == hi:  # fewer prompts than shards: nothing to start
-                continue
-            request = {"prompts": prompts[lo:hi], "n": n, "temperature": temperature, "top_p": top_p,
-                       "max_new_tokens": max_new_tokens, "seed": seed_for(seed, "shard", i), "tag": f"{tag}:shard{i}"}
-            request_path, out_path = self.work_dir / f"shard_{i}.request.json", self.work_dir / f"shard_{i}.json"
-            atomic_write_json(request_path, request)
-            out_path.unlink(missing_ok=True)
-            env = dict(os.environ)
-            if self.cuda:
-                env["CUDA_VISIBLE_DEVICES"] = shard_gpus(i, self.tp, os.environ.get("CUDA_VISIBLE_DEVICES"))
-            cmd = [sys.executable, "-m", "rlhf_utils.generation", "--config", self.config_path,
-                   "--model", self.model_path, "--request", str(request_path), "--out", str(out_path)]
-            log = open(self.work_dir / f"shard_{i}.log", "w")
-            procs.append((i, hi - lo, out_path, log, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)))
-        # Every `poll` seconds, each running shard's latest progress-bar line (a long GPU rollout
-        # would otherwise print nothing until the end).
-        last = time.time()
-        while any(proc.poll() is None for *_, proc in procs):
-            time.sleep(0.2)
-            if progress and time.time() - last >= self.poll:
-                last = time.time()
-                print(f"{tag}: " + "; ".join(f"shard {i}: {_last_line(log.name)}" for i, _, _, log, proc in procs
-                                             if proc.poll() is None), flush=True)
-        out: list[list[str]] = []
-        failed = []
-        self.new_tokens = 0
-        for i, size, out_path, log, proc in procs:
-            code = proc.wait()
-            log.close()
-            result = read_json(out_path) if code == 0 else None
-            if result is None or len(result["responses"]) != size:
-                failed.append(i)
-                continue
-            out += result["responses"]
-            self.new_tokens += result["new_tokens"]
-            if progress:
-                print(f"{tag}: shard {i + 1}/{self.shards} done ({size} prompts)", flush=True)
-        if failed:
-            tails = "\n".join(f"--- shard {i}: {(self.work_dir / f'shard_{i}.log').read_text()[-1500:]}" for i in failed)
-            raise RuntimeError(f"{tag}: generation shard(s) {failed} failed; their logs end with:\n{tails}")
-        assert len(out) == len(prompts)
-        shutil.rmtree(self.work_dir)  # the joined responses are the artifact; the shard files were scratch
-        return out
+        from .launch import stream
+
+        shutil.rmtree(self.work_dir, ignore_errors=True)  # an interrupted call's files are stale
+        self.work_dir.mkdir(parents=True)
+        atomic_write_json(self.work_dir / "request.json", {
+            "prompts": prompts, "n": n, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
+            "seed": seed, "tag": tag, "tensor_parallel_size": self.tp})
+        shards = self.processes // self.tp
+        if progress:
+            print(f"{tag}: {len(prompts)} prompts in {shards} shard(s) on {self.processes} launched process(es)", flush=True)
+        code, tail = stream(self.command(), echo=progress)
+        result = read_json(self.work_dir / "responses.json") if code == 0 else None
+        if result is None:
+            errors = [read_json(p) for p in sorted(self.work_dir.glob("shard_*.error.json"))]
+            if errors:
+                failed = sorted(e["shard"] for e in errors)
+                raise RuntimeError(f"{tag}: generation shard(s) {failed} failed: "
+                                   + "; ".join(f"shard {e['shard']}: {e['error']}" for e in errors))
+            raise RuntimeError(f"{tag}: generation exited with code {code} and no shard reported an error (killed "
+                               f"by a signal, e.g. out of memory?); its output ends with:\n{tail}")
+        if len(result["responses"]) != len(prompts):
+            raise RuntimeError(f"{tag}: {len(result['responses'])} of {len(prompts)} prompts came back")
+        self.new_tokens = result["new_tokens"]
+        shutil.rmtree(self.work_dir)  # the joined responses are the artifact; the request was scratch
+        return result["responses"]
 
 
 def make_generator(cfg, model_path: str, model: PreTrainedModel | None, tokenizer: PreTrainedTokenizerBase,
-                   work_dir: str | Path | None = None, config_path: str | Path | None = None) -> Generator:
+                   work_dir: str | Path | None = None, config_path: str | Path | None = None,
+                   launched: bool = False) -> Generator:
     """The backend ``online.backend`` asks for; ``auto`` takes vLLM when it is installed and a GPU is present.
 
     Given the run's ``config_path`` and a scratch ``work_dir``, vLLM (always) and any backend
-    with ``online.data_parallel_size`` > 1 run in ``data_parallel_size`` worker processes.
+    with ``online.data_parallel_size`` > 1 sample in launched processes (:class:`LaunchedGenerator`).
+    ``launched``: this process is one of several under ``accelerate launch`` (vLLM then joins
+    their process group as an ``external_launcher``, as TRL's colocated vLLM does).
     """
-    from .models import load_causal_lm, resolve_device, resolve_precision
+    from .models import load_causal_lm, resolve_precision
 
     o = cfg.online
     use_vllm = uses_vllm(cfg)
-    if work_dir is not None and (use_vllm or o.data_parallel_size > 1):
-        return ShardedGenerator(config_path, model_path, o.data_parallel_size, work_dir, o.tensor_parallel_size,
-                                cuda=resolve_device(cfg) == "cuda")
+    if work_dir is not None and (use_vllm or data_parallel_size(cfg) > 1):
+        return LaunchedGenerator(config_path, model_path, generation_processes(cfg), work_dir, _processes_per_shard(cfg))
     if use_vllm:
         dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[resolve_precision(cfg)]
         return VLLMGenerator(model_path, tokenizer, o.tensor_parallel_size, dtype, o.vllm_gpu_memory_utilization,
-                             cfg.models.trust_remote_code)
+                             cfg.models.trust_remote_code, external_launcher=launched)
     return HFGenerator.from_config(model if model is not None else load_causal_lm(model_path, cfg), tokenizer, cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """One data-parallel shard: ``python -m rlhf_utils.generation --config C --model M --request R --out O``."""
+    """One process of a launched rollout (:class:`LaunchedGenerator`):
+    ``python -m rlhf_utils.generation --config C --model M --request R --out O``."""
     import argparse
 
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
     from .config import load_config
-    from .models import apply_runtime, load_tokenizer
+    from .models import apply_runtime, load_tokenizer, resolve_device
 
     p = argparse.ArgumentParser(prog="python -m rlhf_utils.generation")
     for flag in ("--config", "--model", "--request", "--out"):
@@ -372,18 +377,28 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = load_config(args.config)
     apply_runtime(cfg)
+    state = PartialState(cpu=resolve_device(cfg) == "cpu")  # before vLLM, which joins its process group
     request = json.loads(Path(args.request).read_text())
-    gen = make_generator(cfg, args.model, None, load_tokenizer(args.model, cfg))
-    responses = gen.generate(
-        request["prompts"], request["n"], request["temperature"], request["top_p"], request["max_new_tokens"],
-        request["seed"], progress=True, tag=request["tag"],  # the bar goes to the shard's log
-    )
-    atomic_write_json(args.out, {"responses": responses, "new_tokens": gen.new_tokens})
+    tp, prompts = request["tensor_parallel_size"], request["prompts"]
+    shards = [prompts[lo:hi] for lo, hi in shard_bounds(len(prompts), state.num_processes // tp)]
+    shard = state.process_index // tp
+    # One shard per process: the tp processes of a vLLM engine get the same one.
+    with state.split_between_processes([s for s in shards for _ in range(tp)]) as mine:
+        try:
+            gen = make_generator(cfg, args.model, None, load_tokenizer(args.model, cfg), launched=state.num_processes > 1)
+            responses = gen.generate(mine[0], request["n"], request["temperature"], request["top_p"],
+                                     request["max_new_tokens"], seed_for(request["seed"], "shard", shard),
+                                     progress=state.is_main_process, tag=f"{request['tag']}:shard{shard}") if mine[0] else []
+        except Exception as err:
+            atomic_write_json(Path(args.request).parent / f"shard_{shard}.error.json",
+                              {"shard": shard, "error": f"{type(err).__name__}: {err}"})
+            raise
+    gathered = gather_object([{"shard": shard, "responses": responses, "new_tokens": gen.new_tokens if mine[0] else 0}])
+    if state.is_main_process:
+        by_shard = {g["shard"]: g for g in gathered}  # an engine's tp processes return the same shard
+        atomic_write_json(args.out, {"responses": [r for i in range(len(shards)) for r in by_shard[i]["responses"]],
+                                     "new_tokens": sum(by_shard[i]["new_tokens"] for i in range(len(shards)))})
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 def sample_iteration(run: Any, t: int, prompts: Any, tokenizer: PreTrainedTokenizerBase) -> Any:
@@ -413,3 +428,7 @@ def sample_iteration(run: Any, t: int, prompts: Any, tokenizer: PreTrainedTokeni
     with atomic_dir(path, stamp) as tmp:
         ds.save_to_disk(str(tmp))
     return ds
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

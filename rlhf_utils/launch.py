@@ -34,30 +34,48 @@ def inside_launch() -> bool:
     return "LOCAL_RANK" in os.environ
 
 
+def accelerate_launcher(num_processes: int, config_file: str | Path | None = None) -> list[str]:
+    """``accelerate launch`` with ``num_processes`` processes on this machine, as an argv prefix.
+
+    With a ``config_file`` (DDP, DeepSpeed, FSDP: ``rlhf_utils/accelerate_configs``) the config
+    decides the rest. Without one: plain data parallelism, ``--multi_gpu`` in fp32. ``--multi_gpu``
+    is what makes accelerate 1.15 start the processes itself (with torch's elastic launcher), also
+    on a machine without GPUs, where ``PartialState(cpu=True)`` joins them into a gloo MULTI_CPU
+    group; ``--cpu`` would start only one unless mpirun is installed.
+    """
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes)]
+    if config_file is not None:
+        return [*launcher, "--config_file", str(config_file)]
+    return [*launcher, "--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+
 def launch_command(
     stage: str, run: RunDir, iteration: int | None = None, config_file: str | Path | None = None,
     num_processes: int | None = None, cpu: bool = False,
 ) -> list[str]:
     """The command that trains ``stage`` on ``num_processes`` processes (default: one per GPU).
 
-    ``cpu=True`` (tests, CPU-only machines): ``accelerate launch --multi_gpu`` without a config
-    file, in fp32. ``--multi_gpu`` is what makes accelerate 1.15 start the processes itself (with
-    torch's elastic launcher); ``--cpu`` would start only one unless mpirun is installed. The
-    processes see no GPU, and ``PartialState(cpu=True)`` in ``rlhf_utils.stage`` joins them into a
-    gloo MULTI_CPU group.
+    ``config_file`` defaults to the run's ``runtime.accelerate_config``; ``cpu=True`` (tests,
+    CPU-only machines) launches without one (see :func:`accelerate_launcher`).
     """
-    n = num_processes or torch.cuda.device_count()
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n)]
-    if cpu:
-        launcher += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    else:
-        if config_file is None:  # the run's own choice (runtime.accelerate_config in its config.yaml)
-            import yaml
+    if config_file is None and not cpu:  # the run's own choice (runtime.accelerate_config in its config.yaml)
+        import yaml
 
-            config_file = accelerate_config_path(yaml.safe_load((run / "config.yaml").read_text())["runtime"]["accelerate_config"])
-        launcher += ["--config_file", str(config_file)]
+        config_file = accelerate_config_path(yaml.safe_load((run / "config.yaml").read_text())["runtime"]["accelerate_config"])
+    launcher = accelerate_launcher(num_processes or torch.cuda.device_count(), None if cpu else config_file)
     cmd = [*launcher, "-m", "rlhf_utils.stage", stage, "--preset", str(run / "config.yaml"), "--run-dir", str(run.path)]
     return cmd + (["--iteration", str(iteration)] if iteration is not None else [])
+
+
+def stream(cmd: list[str], echo: bool = True, keep: int = 40) -> tuple[int, str]:
+    """Run ``cmd``, printing its output as it comes (when ``echo``); its exit code and last ``keep`` lines."""
+    tail: list[str] = []
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            tail = [*tail[-keep + 1 :], line.rstrip()]
+            if echo:
+                print(line, end="", flush=True)
+    return proc.returncode, "\n".join(tail)
 
 
 def launch(stage: str, run: RunDir, iteration: int | None = None, config_file: str | Path | None = None,
@@ -65,11 +83,9 @@ def launch(stage: str, run: RunDir, iteration: int | None = None, config_file: s
     """Run one training stage on several processes, printing its output as it comes."""
     cmd = launch_command(stage, run, iteration, config_file, num_processes, cpu)
     print("launching:", " ".join(cmd), flush=True)
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
-        for line in proc.stdout:  # type: ignore[union-attr]
-            print(line, end="", flush=True)
-    if proc.returncode:
-        raise RuntimeError(f"accelerate launch {stage} failed with exit code {proc.returncode}")
+    code, _ = stream(cmd)
+    if code:
+        raise RuntimeError(f"accelerate launch {stage} failed with exit code {code}")
 
 
 def launched(stage: str, run: RunDir, output_dir: str | Path, iteration: int | None = None):

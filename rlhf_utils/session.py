@@ -12,7 +12,7 @@ from typing import Any
 from .artifacts import RunDir, display_path
 from .config import Config, load_config
 from .data import is_toy_world
-from .generation import check_shard_gpus, uses_vllm
+from .generation import check_generation_gpus, data_parallel_size, generation_processes, uses_vllm
 from .hosted import remember_preset, resolve_run_dir
 from .models import apply_runtime, resolve_device, resolve_precision
 from .world import ToyWorld
@@ -35,7 +35,8 @@ def hardware_plan(cfg: Config) -> str:
         backend = f"vLLM, tensor parallel {o.tensor_parallel_size}, at most {o.vllm_gpu_memory_utilization:.0%} of a GPU"
     else:
         backend = f"HF generate, up to {o.generation_batch_size} sequences per call, {o.cache_implementation} KV cache"
-    shards = f"; {o.data_parallel_size} data-parallel shards" if o.data_parallel_size > 1 else ""
+    dp = data_parallel_size(cfg)
+    shards = f"; {dp} data-parallel shards on {generation_processes(cfg)} launched processes" if dp > 1 else ""
     launcher = f" ({cfg.runtime.accelerate_config})" if procs > 1 else ""
     return (f"training: {procs} process(es){launcher}; DPO global batch {d.global_batch_size} = {d.per_device_batch_size} per device "
             f"x {accum} accumulation x {procs}; gradient checkpointing {'on' if cfg.runtime.gradient_checkpointing else 'off'}; "
@@ -48,8 +49,8 @@ def start(preset: str, run_dir: str, overrides: dict[str, Any]) -> tuple[Config,
     import transformers
 
     cfg = load_config(preset, overrides)
-    if cfg.online.data_parallel_size > 1 and resolve_device(cfg) == "cuda":  # fail in notebook 01, not in 04
-        check_shard_gpus(cfg.online.data_parallel_size, cfg.online.tensor_parallel_size)
+    if resolve_device(cfg) == "cuda":  # fail in notebook 01, not in 04
+        check_generation_gpus(cfg)
     apply_runtime(cfg)
     # Our own progress bars cover the long steps; the datasets library's fast map/save bars are noise here.
     datasets.disable_progress_bars()

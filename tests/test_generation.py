@@ -4,13 +4,14 @@ import pytest
 
 from rlhf_utils.generation import (
     HFGenerator,
-    ShardedGenerator,
+    LaunchedGenerator,
     convert_vllm_outputs,
     count_vllm_tokens,
     make_generator,
     render_prompts,
+    data_parallel_size,
+    generation_processes,
     shard_bounds,
-    shard_gpus,
     vllm_available,
     vllm_requests,
     vllm_sampling_kwargs,
@@ -78,13 +79,21 @@ def test_shards_cover_every_prompt(n_items, n_shards):
     assert sum(sizes) == n_items
 
 
-def test_shard_gpus_and_their_check():
-    assert shard_gpus(1, 2, "4,5,6,7") == "6,7"
-    assert shard_gpus(0, 1, "3") == "3"
-    with pytest.raises(ValueError, match="online.data_parallel_size: shard 2 needs GPUs 4..5 but only 4 are visible"):
-        shard_gpus(2, 2, "0,1,2,3")
-    with pytest.raises(ValueError, match="online.data_parallel_size: must be >= 1"):
-        shard_bounds(5, 0)
+def test_data_parallel_size_and_its_processes():
+    from rlhf_utils.config import load_config
+    from rlhf_utils.generation import check_generation_gpus
+
+    assert data_parallel_size(load_config("tiny", {"online.data_parallel_size": 3})) == 3
+    auto = load_config("tiny", {"online.data_parallel_size": 0})
+    assert data_parallel_size(auto) == 1 and generation_processes(auto) == 1, "0 on the CPU: one shard"
+    assert generation_processes(load_config("tiny", {"online.data_parallel_size": 4, "online.tensor_parallel_size": 2})) == 4, \
+        "HF has no tensor parallelism: one process per shard"
+    with pytest.raises(ValueError, match="online.data_parallel_size: 2 shard\\(s\\) x tensor_parallel_size 1 need 2 GPUs but only 0"):
+        check_generation_gpus(load_config("tiny", {"online.data_parallel_size": 2}))
+    with pytest.raises(ValueError, match="online.tensor_parallel_size: 2 does not divide 3 processes"):
+        LaunchedGenerator("c.yaml", "m", processes=3, work_dir="w", tensor_parallel_size=2)
+    with pytest.raises(ValueError, match="online.data_parallel_size: must be >= 0"):
+        load_config("tiny", {"online.data_parallel_size": -1})
 
 
 def test_generation_backs_off_when_gpu_memory_runs_out(tok, tiny_cfg, capsys):
@@ -116,51 +125,62 @@ def test_static_cache_samples_the_same_schema(tok, tiny_cfg):
     assert [len(x) for x in out] == [2, 2] and all(isinstance(s, str) for x in out for s in x)
 
 
-def test_data_parallel_shards_join_in_prompt_order(tok, tmp_path, capsys):
-    """Two CPU worker processes over 5 prompts give exactly what one process gives on each shard."""
-    import torch
-
+def _two_process_generator(tok, tmp_path, model=True):
     from rlhf_utils.artifacts import RunDir
     from rlhf_utils.config import load_config
-    from rlhf_utils.models import load_causal_lm
 
     cfg = load_config("tiny", {"online.data_parallel_size": 2, "runtime.num_threads": 1})
     run = RunDir.open(tmp_path / "run", cfg)
     model_dir = tmp_path / "policy"
-    build_tiny_causal_lm(cfg.models.tiny, tok, seed=0).save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
-    tasks = ToyWorld.from_recipe().all_instructions()[:5]
-    prompts = [[{"role": "user", "content": ins.text}] for ins in tasks]
-    gen = make_generator(cfg, str(model_dir), None, tok, work_dir=tmp_path / "shards", config_path=run / "config.yaml")
-    assert isinstance(gen, ShardedGenerator)
-    gen.poll = 0.5
+    if model:
+        build_tiny_causal_lm(cfg.models.tiny, tok, seed=0).save_pretrained(model_dir)
+        tok.save_pretrained(model_dir)
+    return cfg, model_dir, make_generator(cfg, str(model_dir), None, tok, work_dir=tmp_path / "shards",
+                                          config_path=run / "config.yaml")
+
+
+def test_data_parallel_shards_join_in_prompt_order(tok, tmp_path, capsys):
+    """Two CPU processes under accelerate launch over 5 prompts give exactly what one process gives on each shard."""
+    import torch
+
+    from rlhf_utils.models import load_causal_lm
+    from rlhf_utils.seeds import seed_for
+
+    cfg, model_dir, gen = _two_process_generator(tok, tmp_path)
+    assert isinstance(gen, LaunchedGenerator) and "accelerate.commands.launch" in gen.command()
+    prompts = [[{"role": "user", "content": ins.text}] for ins in ToyWorld.from_recipe().all_instructions()[:5]]
     joined = gen.generate(prompts, n=3, temperature=1.0, top_p=1.0, max_new_tokens=6, seed=10, tag="gen")
     assert not (tmp_path / "shards").exists(), "scratch files are removed once joined"
     printed = capsys.readouterr().out
-    assert "gen: shard 0: " in printed, "running shards report their progress"
-    assert "gen: shard 1/2 done (3 prompts)" in printed and "gen: shard 2/2 done (2 prompts)" in printed
+    assert "gen: 5 prompts in 2 shard(s) on 2 launched process(es)" in printed
+    assert "gen:shard0" in printed and "gen:shard1" not in printed, "the first process's progress bar is streamed back"
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         one = HFGenerator.from_config(load_causal_lm(model_dir, cfg), tok, cfg)
-        expected = one.generate(prompts[:3], 3, 1.0, 1.0, 6, seed=10, progress=False)
-        expected += one.generate(prompts[3:], 3, 1.0, 1.0, 6, seed=11, progress=False)
+        expected = one.generate(prompts[:3], 3, 1.0, 1.0, 6, seed=seed_for(10, "shard", 0), progress=False)
+        expected += one.generate(prompts[3:], 3, 1.0, 1.0, 6, seed=seed_for(10, "shard", 1), progress=False)
     finally:
         torch.set_num_threads(threads)
     assert joined == expected
     assert gen.new_tokens > 0
 
 
-def test_a_failed_shard_names_itself_with_its_log(tok, tmp_path):
-    from rlhf_utils.artifacts import RunDir
-    from rlhf_utils.config import load_config
+def test_a_failed_shard_names_itself(tok, tmp_path):
+    _, _, gen = _two_process_generator(tok, tmp_path)
+    with pytest.raises(RuntimeError, match=r"generation shard\(s\) \[1\] failed: shard 1: \w+Error"):
+        # the fourth prompt (shard 1 of [0, 2) and [2, 4)) is not a conversation
+        gen.generate([P, P, P, None], n=2, temperature=1.0, top_p=1.0, max_new_tokens=4, seed=0, progress=False)
 
-    cfg = load_config("tiny", {"online.data_parallel_size": 2, "runtime.num_threads": 1})
-    run = RunDir.open(tmp_path / "run", cfg)
-    gen = ShardedGenerator(run / "config.yaml", str(tmp_path / "no_model"), 2, tmp_path / "shards")
-    with pytest.raises(RuntimeError, match=r"(?s)generation shard\(s\) \[0, 1\] failed.*holds no saved model"):
-        gen.generate([P, P, P], n=2, temperature=1.0, top_p=1.0, max_new_tokens=4, seed=0, progress=False)
+
+def test_a_killed_generation_says_so(tok, tmp_path, monkeypatch):
+    from rlhf_utils.artifacts import CRASH_ENV
+
+    _, _, gen = _two_process_generator(tok, tmp_path)
+    monkeypatch.setenv(CRASH_ENV, "gen:shard1:batch1")  # SIGKILL: no chance to report
+    with pytest.raises(RuntimeError, match=r"(?s)gen: generation exited with code \d+ and no shard reported an error.*rank"):
+        gen.generate([P, P, P, P], n=2, temperature=1.0, top_p=1.0, max_new_tokens=4, seed=0, progress=False, tag="gen")
 
 
 def test_bench_generation_measures_each_batch_and_cache(tok, tiny_cfg, tmp_path, capsys):

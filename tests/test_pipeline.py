@@ -167,7 +167,7 @@ def test_preference_model_block(tiny_run):
 
 
 def test_data_parallel_generation_keeps_every_prompt(tiny_run, tmp_path):
-    """online.data_parallel_size=2 through the module entry point: two worker processes sample
+    """online.data_parallel_size=2 through the module entry point: two launched processes sample
     iteration 1's prompts (512, split 256 + 256); every prompt comes back, in order, with K samples."""
     run_dir, _ = tiny_run
     copy = tmp_path / "dp"
