@@ -247,8 +247,8 @@ class RunDir:
         run = cls(Path(path) if path else default_run_dir(cfg.name), cfg)
         run.path.mkdir(parents=True, exist_ok=True)
         # Temporary dirs and files of a process killed mid-write: never trusted, so removed
-        # (by the first process only: under `accelerate launch` the others may be writing).
-        stale_temps = sorted(run.path.rglob(".*.tmp"), reverse=True) if os.environ.get("LOCAL_RANK", "0") == "0" else []
+        # (by the first process of all nodes only: under `accelerate launch` the others may be writing).
+        stale_temps = sorted(run.path.rglob(".*.tmp"), reverse=True) if os.environ.get("RANK", "0") == "0" else []
         for stale in stale_temps:
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
         atomic_write_text(run.path / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -12,6 +12,8 @@ Usage::
     rlhf-workflow sweep --preset tiny --grid sweeps/paper_ablations.yaml --seeds 3 [--out DIR] [--resume]
     rlhf-workflow rehearse [--run-dir DIR]              # every notebook on the mini hub, colab_t4's structure
     rlhf-workflow bench-generation --model runs/tiny/models/sft --batch-sizes 64 256 --caches dynamic static
+    rlhf-workflow launch dpo --iteration 1 --preset paper --run-dir /shared/runs/paper \
+        --nodes 2 --node-rank 0 --main-ip 10.0.0.1       # one training stage over N nodes (run on each)
 
 A bad preset, key or value, recipe source or hub id exits with status 2 and one paragraph naming
 it, before any work; so does a notebook that fails, with its cell, its error and the path of the
@@ -98,6 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
     reh.add_argument("--run-dir", default=None, help="output directory (default: runs/rehearsal)")
     reh.add_argument("--hub-dir", default=None, help="where the mini hub is built (default: runs/mini_hub)")
 
+    lau = sub.add_parser("launch", help="train one stage with accelerate launch, on this node of N (run it on every node)")
+    _add_config_args(lau)
+    lau.add_argument("stage", choices=["sft", "reward_model", "preference_model", "dpo", "offline_dpo"])
+    lau.add_argument("--iteration", type=int, default=1, help="online iteration (dpo)")
+    lau.add_argument("--run-dir", required=True, help="the run dir, on a filesystem every node shares")
+    lau.add_argument("--nodes", type=int, default=1)
+    lau.add_argument("--node-rank", type=int, default=0, help="this node's rank, 0 .. nodes-1 (node 0 hosts the rendezvous)")
+    lau.add_argument("--main-ip", default="127.0.0.1", help="node 0's address, reachable from every node")
+    lau.add_argument("--main-port", type=int, default=29500)
+    lau.add_argument("--processes-per-node", type=int, default=None, help="default: the GPUs visible here")
+    lau.add_argument("--cpu", action="store_true", help="gloo processes without GPUs (tests): no DeepSpeed config")
+
     sub.add_parser("presets", help="list the presets")
 
     nbs = sub.add_parser("notebooks", help="re-execute the committed notebooks in place (tiny preset)")
@@ -162,6 +176,21 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--batch-sizes: each must be >= 1 (got {args.batch_sizes})")
             generation_throughput(cfg, args.model, args.batch_sizes, args.caches,
                                   args.new_tokens or cfg.online.max_new_tokens, args.out)
+        elif args.command == "launch":
+            import torch
+
+            from .launch import node_command, stream
+
+            per_node = args.processes_per_node or torch.cuda.device_count()
+            if per_node < 1 or args.nodes < 1 or not 0 <= args.node_rank < args.nodes:
+                raise ConfigError(f"--processes-per-node {per_node}, --nodes {args.nodes}, --node-rank {args.node_rank}: "
+                                  "need >= 1 process per node (no GPU is visible: pass --processes-per-node) "
+                                  "and 0 <= node rank < nodes")
+            sets = [*(args.set or []), *([f"runtime.seed={args.seed}"] if args.seed is not None else [])]
+            cmd = node_command(args.stage, args.preset, args.run_dir, sets, args.iteration, args.nodes, args.node_rank,
+                               args.main_ip, args.main_port, per_node, cpu=args.cpu)
+            print("launching:", " ".join(cmd), flush=True)
+            return stream(cmd)[0]
         elif args.command == "notebooks":
             from .pipeline import refresh_notebooks
 

@@ -225,6 +225,7 @@ class RuntimeConfig:
     gradient_checkpointing: bool = True  # trade compute for activation memory (paper: on)
     num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
     accelerate_config: str = "zero2"  # ddp, zero2, zero3, fsdp (accelerate_configs/) or a YAML path; paper: zero2
+    launch_processes: int = 0  # training processes a notebook launches per stage; 0: one per GPU when >= 2 (paper: 8)
 
 
 @dataclass
@@ -587,5 +588,5 @@ def validate(cfg: Config) -> None:
     e = cfg.eval
     _positive(e, "eval", "temperature", "max_new_tokens", "samples_per_prompt", "bootstrap_samples")
     _require(0 < e.top_p <= 1, "eval.top_p", "must be in (0, 1]", e.top_p)
-    _non_negative(cfg.runtime, "runtime", "seed", "num_threads")
+    _non_negative(cfg.runtime, "runtime", "seed", "num_threads", "launch_processes")
     accelerate_config_path(cfg.runtime.accelerate_config)

@@ -66,6 +66,7 @@ SPEED_KNOBS = (
     "online.backend", "online.tensor_parallel_size", "online.vllm_gpu_memory_utilization", "online.data_parallel_size",
     "online.generation_batch_size", "online.cache_implementation", "online.score_batch_size",
     "runtime.device", "runtime.num_threads", "runtime.gradient_checkpointing", "runtime.accelerate_config",
+    "runtime.launch_processes",
 )
 
 

@@ -34,19 +34,33 @@ def inside_launch() -> bool:
     return "LOCAL_RANK" in os.environ
 
 
-def accelerate_launcher(num_processes: int, config_file: str | Path | None = None) -> list[str]:
-    """``accelerate launch`` with ``num_processes`` processes on this machine, as an argv prefix.
+def accelerate_launcher(num_processes: int, config_file: str | Path | None = None, nodes: int = 1, node_rank: int = 0,
+                        main_ip: str = "127.0.0.1", main_port: int = 29500) -> list[str]:
+    """``accelerate launch`` with ``num_processes`` processes in all, over ``nodes`` machines, as an argv prefix.
 
     With a ``config_file`` (DDP, DeepSpeed, FSDP: ``rlhf_utils/accelerate_configs``) the config
     decides the rest. Without one: plain data parallelism, ``--multi_gpu`` in fp32. ``--multi_gpu``
     is what makes accelerate 1.15 start the processes itself (with torch's elastic launcher), also
     on a machine without GPUs, where ``PartialState(cpu=True)`` joins them into a gloo MULTI_CPU
-    group; ``--cpu`` would start only one unless mpirun is installed.
+    group; ``--cpu`` would start only one unless mpirun is installed. Over several nodes every
+    node runs the same command with its own ``node_rank``; node 0 listens at ``main_ip:main_port``.
     """
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes)]
     if config_file is not None:
-        return [*launcher, "--config_file", str(config_file)]
-    return [*launcher, "--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+        launcher += ["--config_file", str(config_file)]
+    else:
+        launcher += ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launcher += ["--num_machines", str(nodes)]
+    if nodes > 1:
+        launcher += ["--machine_rank", str(node_rank), "--main_process_ip", main_ip, "--main_process_port", str(main_port)]
+    return launcher
+
+
+def training_processes(cfg) -> int:
+    """Processes a notebook trains each stage on: ``runtime.launch_processes``, else one per visible GPU."""
+    from .models import resolve_device
+
+    return cfg.runtime.launch_processes or (torch.cuda.device_count() if resolve_device(cfg) == "cuda" else 1)
 
 
 def launch_command(
@@ -65,6 +79,27 @@ def launch_command(
     launcher = accelerate_launcher(num_processes or torch.cuda.device_count(), None if cpu else config_file)
     cmd = [*launcher, "-m", "rlhf_utils.stage", stage, "--preset", str(run / "config.yaml"), "--run-dir", str(run.path)]
     return cmd + (["--iteration", str(iteration)] if iteration is not None else [])
+
+
+def node_command(stage: str, preset: str, run_dir: str | Path, sets: list[str], iteration: int, nodes: int,
+                 node_rank: int, main_ip: str, main_port: int, processes_per_node: int, cpu: bool = False) -> list[str]:
+    """One node's command to train ``stage`` on ``nodes`` x ``processes_per_node`` processes.
+
+    Every node runs it (with its own ``node_rank``) against one run dir on a shared filesystem;
+    the configuration comes from the preset and ``sets`` (``KEY=VALUE``), with the preset's
+    ``runtime.accelerate_config`` (the ``paper`` preset: DeepSpeed ZeRO-2) unless ``cpu``. Usage::
+
+        node_command("dpo", "paper", "/shared/runs/paper", [], 1, nodes=2, node_rank=0,
+                     main_ip="10.0.0.1", main_port=29500, processes_per_node=8)
+    """
+    from .config import load_config, parse_override
+
+    cfg = load_config(preset, dict(parse_override(s) for s in sets))  # a bad key fails here, on every node
+    config_file = None if cpu else accelerate_config_path(cfg.runtime.accelerate_config)
+    launcher = accelerate_launcher(nodes * processes_per_node, config_file, nodes, node_rank, main_ip, main_port)
+    extra = [arg for s in sets for arg in ("--set", s)]
+    return [*launcher, "-m", "rlhf_utils.stage", stage, "--preset", str(preset), "--run-dir", str(run_dir),
+            "--iteration", str(iteration), *extra]
 
 
 def stream(cmd: list[str], echo: bool = True, keep: int = 40) -> tuple[int, str]:
@@ -89,13 +124,16 @@ def launch(stage: str, run: RunDir, iteration: int | None = None, config_file: s
 
 
 def launched(stage: str, run: RunDir, output_dir: str | Path, iteration: int | None = None):
-    """Train ``stage`` on all visible GPUs when there are several, and return its TrainLog; None
-    (train in-process) with one GPU or none, or when already inside a launched process."""
-    if torch.cuda.device_count() < 2 or inside_launch():
-        return None
+    """Train ``stage`` on :func:`training_processes` processes when they are several (all visible
+    GPUs, or ``runtime.launch_processes``), and return its TrainLog; None (train in-process) with
+    one process, or when already inside a launched process."""
+    from .models import resolve_device
     from .trainers import reuse
 
-    launch(stage, run, iteration)
+    processes = training_processes(run.cfg)
+    if processes < 2 or inside_launch():
+        return None
+    launch(stage, run, iteration, num_processes=processes, cpu=resolve_device(run.cfg) == "cpu")
     return reuse(output_dir, run.stamp(stage_phase(stage, iteration)))
 
 

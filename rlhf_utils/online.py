@@ -173,17 +173,27 @@ def run_loop(run: RunDir, loop: LoopInputs, progress: bool = True) -> list[dict[
     return out
 
 
+def offline_budget(run: RunDir, loop: LoopInputs, online: list[dict[str, Any]]) -> tuple[Dataset, int]:
+    """The offline pairs and optimizer steps of the equal-budget baseline: as many of each as the
+    whole online run (its iteration records ``online``) used."""
+    n_pairs = sum(s["train_pairs"] for s in online)
+    offline = loop.offline_pairs.shuffle(seed=run.cfg.runtime.seed)
+    return offline.select(range(min(n_pairs, len(offline)))).select_columns(PAIR_COLUMNS), sum(s["train_steps"] for s in online)
+
+
+def train_offline_dpo(run: RunDir, offline: Dataset, steps: int) -> TrainLog:
+    """DPO from the SFT model (also its reference) on ``offline`` for ``steps`` optimizer steps."""
+    sft_path = run.policy_path(0)
+    return train_dpo(run.cfg, sft_path, sft_path, offline, run / "models/offline_dpo", max_steps=steps,
+                     stamp=run.stamp("offline_dpo"))
+
+
 def offline_baseline(run: RunDir, loop: LoopInputs, online: list[dict[str, Any]]) -> dict[str, Any]:
     """DPO from the SFT model on the offline preference set, with as many pairs and optimizer
     steps as the whole online run used: the paper's comparison at equal budget."""
-    cfg = run.cfg
-    n_pairs = sum(s["train_pairs"] for s in online)
-    steps = sum(s["train_steps"] for s in online)
-    offline = loop.offline_pairs.shuffle(seed=cfg.runtime.seed)
-    offline = offline.select(range(min(n_pairs, len(offline)))).select_columns(PAIR_COLUMNS)
-    out, sft_path = run / "models/offline_dpo", run.policy_path(0)
-    log = launched("offline_dpo", run, out) or train_dpo(
-        cfg, sft_path, sft_path, offline, out, max_steps=steps, stamp=run.stamp("offline_dpo"))
+    offline, steps = offline_budget(run, loop, online)
+    out = run / "models/offline_dpo"
+    log = launched("offline_dpo", run, out) or train_offline_dpo(run, offline, steps)
     summary = evaluate_checkpoint(run, "offline_dpo", str(out), loop)
     return {
         **{k: v for k, v in summary.items() if k != "eval_seconds"},

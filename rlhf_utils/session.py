@@ -7,6 +7,7 @@ Usage (the first code cell after ``parameters``)::
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .artifacts import RunDir, display_path
@@ -14,6 +15,7 @@ from .config import Config, load_config
 from .data import is_toy_world
 from .generation import check_generation_gpus, data_parallel_size, generation_processes, uses_vllm
 from .hosted import remember_preset, resolve_run_dir
+from .launch import inside_launch, training_processes
 from .models import apply_runtime, resolve_device, resolve_precision
 from .world import ToyWorld
 
@@ -25,7 +27,7 @@ def hardware_plan(cfg: Config) -> str:
 
     from .trainers import accumulation_steps
 
-    procs = max(1, torch.cuda.device_count()) if resolve_device(cfg) == "cuda" else 1
+    procs = int(os.environ["WORLD_SIZE"]) if inside_launch() else training_processes(cfg)
     d = cfg.dpo
     accum = accumulation_steps(d, procs)
     lora = cfg.models.lora

@@ -93,12 +93,15 @@ def run_training(stage: str, cfg, run, world, t: int) -> None:
     elif stage == "dpo":
         log = train_dpo(cfg, run.policy_path(t - 1), run.reference_path(t), pairs, run.policy_path(t),
                         stamp=run.stamp(f"policy:{t}"))
-    else:  # offline_dpo: the budget of the finished online run
-        from .online import iteration, offline_baseline, prepare_loop
+    else:  # offline_dpo: the budget of the finished online run; launched, the processes only train it
+        from .online import iteration, offline_baseline, offline_budget, prepare_loop, train_offline_dpo
 
         loop = prepare_loop(cfg, run, world.gold_reward if world else None)
-        print(offline_baseline(run, loop, [iteration(run, loop, s) for s in range(1, cfg.online.iterations + 1)]))
-        return
+        online = [iteration(run, loop, s) for s in range(1, cfg.online.iterations + 1)]
+        if state.num_processes == 1:
+            print(offline_baseline(run, loop, online))  # trained (or launched), then evaluated
+            return
+        log = train_offline_dpo(run, *offline_budget(run, loop, online))
     print(f"{stage}: done in {log.seconds:.1f}s")
 
 

@@ -102,7 +102,7 @@ def test_accelerate_configs_and_launch_command(tmp_path):
     assert {"ddp", "zero2", "zero3", "fsdp"} <= names
     for path in CONFIG_DIR.glob("*.yaml"):
         assert "distributed_type" in yaml.safe_load(path.read_text())
-    run = RunDir(tmp_path)
+    run = RunDir(tmp_path, load_config("tiny"))
     cmd = launch_command("dpo", run, iteration=2, config_file=CONFIG_DIR / "zero2.yaml", num_processes=8)
     assert cmd[1:3] == ["-m", "accelerate.commands.launch"]
     assert cmd[cmd.index("--num_processes") + 1] == "8" and cmd[cmd.index("-m", 3) + 1] == "rlhf_utils.stage"
@@ -116,6 +116,24 @@ def test_accelerate_configs_and_launch_command(tmp_path):
     cpu = launch_command("sft", run, num_processes=2, cpu=True)
     assert cpu[1:5] == ["-m", "accelerate.commands.launch", "--num_processes", "2"]
     assert "--multi_gpu" in cpu and "--config_file" not in cpu and cpu[cpu.index("--mixed_precision") + 1] == "no"
+    assert launched("sft", RunDir(tmp_path, load_config("tiny", {"runtime.launch_processes": 1})), tmp_path) is None
+
+
+def test_node_command_of_a_multi_node_launch():
+    """Each node's command: all nodes' processes, this node's rank, node 0's address, the preset's DeepSpeed config,
+    and the preset by name (no file that only an earlier run writes)."""
+    from rlhf_utils.launch import node_command
+
+    cmd = node_command("dpo", "paper", "/shared/runs/paper", ["dpo.beta=0.05"], 2, nodes=4, node_rank=3,
+                       main_ip="10.0.0.1", main_port=29555, processes_per_node=8)
+    flag = lambda name: cmd[cmd.index(name) + 1]  # noqa: E731
+    assert flag("--num_processes") == "32" and flag("--num_machines") == "4" and flag("--machine_rank") == "3"
+    assert flag("--main_process_ip") == "10.0.0.1" and flag("--main_process_port") == "29555"
+    assert flag("--config_file") == str(CONFIG_DIR / "zero2.yaml")
+    assert cmd[cmd.index("rlhf_utils.stage") + 1:] == [
+        "dpo", "--preset", "paper", "--run-dir", "/shared/runs/paper", "--iteration", "2", "--set", "dpo.beta=0.05"]
+    with pytest.raises(ConfigError, match="dpo.bta"):
+        node_command("dpo", "paper", "r", ["dpo.bta=1"], 1, 2, 0, "h", 1, 8)
 
 
 def test_hardware_plan_names_training_and_generation():
@@ -125,13 +143,15 @@ def test_hardware_plan_names_training_and_generation():
     assert tiny[0].startswith("training: 1 process(es); DPO global batch 32")
     assert tiny[1] == "generation: HF generate, up to 256 sequences per call, dynamic KV cache"
     paper = hardware_plan(load_config("paper", {"runtime.device": "cpu", "online.backend": "hf"}))
-    assert paper.endswith("; 8 data-parallel shards")
+    assert paper.endswith("; 8 data-parallel shards on 8 launched processes")
 
 
 def test_too_few_gpus_for_the_shards_fail_at_the_start(monkeypatch, tmp_path):
     from rlhf_utils import session
 
+    import torch
+
     monkeypatch.setattr(session, "resolve_device", lambda cfg: "cuda")
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
-    with pytest.raises(ValueError, match="online.data_parallel_size: shard 7 needs GPUs 7..7 but only 1 are visible"):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"online.data_parallel_size: 8 shard\(s\) x tensor_parallel_size 1 need 8 GPUs but only 1"):
         session.start("paper", str(tmp_path), {})

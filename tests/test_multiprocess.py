@@ -60,3 +60,34 @@ def test_two_processes_match_one(tmp_path, capsys):
         a, b = _mean_loss(single.path, model_dir), _mean_loss(double.path, model_dir)
         print(f"{stage}: mean loss {a:.4f} (1 process) vs {b:.4f} (2 processes), relative gap {abs(a - b) / abs(a):.2%}")
         assert abs(a - b) <= TOLERANCE * abs(a), f"{stage}: mean loss {a:.4f} (1 process) vs {b:.4f} (2 processes)"
+
+
+def test_two_nodes_train_one_stage(tmp_path):
+    """`rlhf-workflow launch` on two "nodes" of one CPU process each, on this machine: they meet at node 0's
+    address and train SFT as one group of two (the multi-node path, as far as one machine can test it)."""
+    sets = [arg for key, value in SMALL.items() for arg in ("--set", f"{key}={value}")]
+    cmd = [sys.executable, "-m", "rlhf_utils.cli", "launch", "sft", "--preset", "tiny", "--run-dir", str(tmp_path / "run"),
+           "--nodes", "2", "--main-port", "29531", "--processes-per-node", "1", "--cpu", *sets]
+    nodes = [subprocess.Popen([*cmd, "--node-rank", str(rank)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for rank in (0, 1)]
+    outs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    assert "--num_machines 2 --machine_rank 1" in outs[1]
+    assert "sft: 2 process(es), DistributedType.MULTI_CPU" in outs[0], outs[0][-2000:]
+    history = json.loads((tmp_path / "run/models/sft/train_log.json").read_text())["history"]
+    steps = max(h.get("step", 0) for h in history)
+    assert steps == SMALL["world.n_sft_prompts"] // (2 * SMALL["sft.per_device_batch_size"]), "a global batch of two processes"
+
+
+def test_a_notebook_launches_its_own_training(tmp_path):
+    """The front door of a multi-GPU node (`make run PRESET=paper`): the runner executes notebook 01, whose
+    training cell launches SFT on `runtime.launch_processes` processes (on this machine: two gloo processes; on
+    8 GPUs: one per GPU with the preset's DeepSpeed config) and reads back the launched run's model."""
+    from rlhf_utils.pipeline import run_pipeline
+
+    run_dir = tmp_path / "run"
+    run_pipeline("tiny", run_dir, {**SMALL, "runtime.launch_processes": 2}, notebooks=["01_sft.ipynb"], progress=False)
+    executed = (run_dir / "notebooks/01_sft.ipynb").read_text()
+    assert "launching: " in executed and "sft: 2 process(es), DistributedType.MULTI_CPU" in executed
+    assert "training: 2 process(es)" in executed, "the hardware plan counts the launched processes"
+    assert json.loads((run_dir / "results.json").read_text())["sft"], "the notebook went on with the launched model"
