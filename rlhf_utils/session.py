@@ -23,8 +23,6 @@ from .world import ToyWorld
 def hardware_plan(cfg: Config) -> str:
     """How training and generation will use the hardware: processes, batch arithmetic, memory
     savers; the sampling backend and its shards. Two lines."""
-    import torch
-
     from .trainers import accumulation_steps
 
     procs = int(os.environ["WORLD_SIZE"]) if inside_launch() else training_processes(cfg)
