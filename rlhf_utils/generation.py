@@ -125,12 +125,12 @@ class HFGenerator:
     def _sample(self, texts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int, seed: int) -> list[str]:
         batch = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         torch.manual_seed(seed)
+        # temperature 0 is greedy decoding (as in vLLM); MT-Bench asks for it in some categories.
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if temperature > 0 else {
+            "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         seqs = self.model.generate(
             **batch,
-            do_sample=True,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=0,
+            **sampling,
             max_new_tokens=max_new_tokens,
             num_return_sequences=n,
             pad_token_id=self.tok.pad_token_id,

@@ -11,7 +11,10 @@ holds the same kinds of things, small enough for a 2-core CPU and written here, 
   ``colab_t4`` recipe reads, in its real schema (``conversations`` for the SFT set, whole
   ``chosen`` / ``rejected`` conversations with scores for preference_700K, ``context_messages``
   for the four prompt sets), laid out as a hub dataset repository so ``datasets`` streams it as
-  it streams the hub;
+  it streams the hub; and the two chat benchmarks' questions in their schemas
+  (``tatsu-lab/alpaca_eval/alpaca_eval.json``, a JSON list of ``instruction``/``output``/
+  ``generator``/``dataset``; ``HuggingFaceH4/mt_bench_prompts``, two-turn ``prompt`` lists with
+  ``prompt_id``, ``category`` and ``reference``), which notebook 05 answers;
 * ``recipe.yaml``: ``data_recipes/rlhflow_small.yaml`` with each hub id pointed at its folder
   here and the sample sizes cut to CPU size.
 
@@ -36,11 +39,11 @@ import yaml
 from .artifacts import atomic_dir
 from .recipes import RECIPE_DIR
 
-VERSION = 2  # bump when anything below changes what the mini hub holds
+VERSION = 3  # bump when anything below changes what the mini hub holds
 MODEL = "models/Qwen2.5-mini-Instruct"
 RECIPE = "recipe.yaml"
 # Rows per dataset, written in two JSON-lines shards each (the recipe streams samples of them).
-ROWS = {"sft": 600, "preference": 600, "prompts": 160}
+ROWS = {"sft": 600, "preference": 600, "prompts": 160, "alpaca_eval": 24, "mt_bench": 8}
 # The recipe's num_samples, cut from rlhflow_small's 2000 / 4000 / 512 / 128.
 SAMPLES = {"sft": 320, "preference": 320, "iteration_prompts": 48, "eval_prompts": 24}
 QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
@@ -210,6 +213,33 @@ def prompt_rows(rng: random.Random, n: int) -> list[dict[str, Any]]:
     return rows
 
 
+ALPACA_SETS = ["helpful_base", "koala", "oasst", "selfinstruct", "vicuna"]
+MT_BENCH_CATEGORIES = ["writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"]
+
+
+def alpaca_eval_rows(rng: random.Random, n: int) -> list[dict[str, Any]]:
+    """tatsu-lab/alpaca_eval's ``alpaca_eval.json``: ``instruction``, a reference ``output``, its
+    ``generator`` and the ``dataset`` the instruction came from."""
+    rows = []
+    for _ in range(n):
+        topic = rng.choice(list(TOPICS))
+        rows.append({"instruction": _question(rng, topic), "output": _good_answer(rng, topic),
+                     "generator": "gpt4_1106_preview", "dataset": rng.choice(ALPACA_SETS)})
+    return rows
+
+
+def mt_bench_rows(rng: random.Random, n: int) -> list[dict[str, Any]]:
+    """HuggingFaceH4/mt_bench_prompts: two user turns under ``prompt``, FastChat's ``prompt_id``
+    (from 81, as MT-Bench's), a ``category`` and ``reference`` answers (math, reasoning, coding)."""
+    rows = []
+    for i in range(n):
+        topic, category = rng.choice(list(TOPICS)), MT_BENCH_CATEGORIES[i % len(MT_BENCH_CATEGORIES)]
+        reference = [_good_answer(rng, topic), _good_answer(rng, topic)] if category in ("math", "reasoning", "coding") else []
+        rows.append({"prompt": [_question(rng, topic), rng.choice(FOLLOW_UP)], "prompt_id": 81 + i,
+                     "category": category, "reference": reference})
+    return rows
+
+
 # ------------------------------------------------------------------------ building
 
 
@@ -295,6 +325,8 @@ def hub_recipe(datasets_dir: str) -> dict[str, Any]:
             for src in sources:
                 src["dataset"] = f"{datasets_dir}/{src['dataset']}"
                 src["num_samples"] = SAMPLES[part]
+    for src in recipe["benchmarks"].values():  # answered whole, as on the hub
+        src["dataset"] = f"{datasets_dir}/{src['dataset']}"
     return recipe
 
 
@@ -318,6 +350,11 @@ def build_mini_hub(root: str | Path, seed: int = 0) -> Path:
         _write_repo(tmp / recipe["preference"][0]["dataset"], data["preference"])
         for src in recipe["iteration_prompts"] + recipe["eval_prompts"]:
             _write_repo(tmp / src["dataset"], prompt_rows(rng, ROWS["prompts"]))
+        bench = recipe["benchmarks"]
+        alpaca = tmp / bench["alpaca_eval"]["dataset"]
+        alpaca.mkdir(parents=True)  # one JSON list, as the hub repository's file
+        (alpaca / bench["alpaca_eval"]["data_file"]).write_text(json.dumps(alpaca_eval_rows(rng, ROWS["alpaca_eval"]), indent=1))
+        _write_repo(tmp / bench["mt_bench"]["dataset"], mt_bench_rows(rng, ROWS["mt_bench"]), shards=1)
         texts = [m["content"] for row in data["sft"] for m in row["conversations"]] + [QWEN_SYSTEM]
         tok = build_tokenizer(texts)
         model = build_model(tok, seed)

@@ -64,10 +64,11 @@ def check_model(key: str, repo_id: str) -> None:
         raise PreflightError(f"{key}: fetching {repo_id} failed: {err}") from None
 
 
-def _first_rows(dataset: str, split: str, config: str | None) -> tuple[list[str], list[dict[str, Any]]]:
+def _first_rows(dataset: str, split: str, config: str | None, data_file: str | None = None
+                ) -> tuple[list[str], list[dict[str, Any]]]:
     """Column names and the first rows of one source; hub data streamed, so only they travel."""
-    if not is_hub_like(dataset):
-        ds = read_source(dataset, split, config)
+    if not is_hub_like(dataset) or data_file is not None:
+        ds = read_source(dataset, split, config, data_file)
         return list(ds.column_names), [ds[i] for i in range(min(PEEK_ROWS, len(ds)))]
     import datasets
 
@@ -84,7 +85,7 @@ def check_source(where: str, source: dict[str, Any]) -> None:
     adapter = ADAPTERS[adapter_name]
     label = f"{where}: dataset {name}, split {split!r}"
     try:
-        columns, rows = _first_rows(name, split, source.get("config"))
+        columns, rows = _first_rows(name, split, source.get("config"), source.get("data_file"))
     except (FileNotFoundError, ValueError, OSError) as err:
         # datasets names a missing split ("Unknown split ...", "Bad split ...") and an unknown or
         # gated dataset in its own words; keep them, after ours.
@@ -125,4 +126,7 @@ def preflight(cfg: Config) -> list[str]:
             for i, source in enumerate(recipe.get(part) or []):
                 check_source(f"{name}: {part}[{i}]", source)
                 checked.append(f"{part}[{i}]: {source['dataset']} ({source['split']})")
+        for bench, source in (recipe.get("benchmarks") or {}).items():
+            check_source(f"{name}: benchmarks.{bench}", source)
+            checked.append(f"benchmarks.{bench}: {source['dataset']} ({source['split']})")
     return checked

@@ -13,11 +13,16 @@ sources to read::
       - {dataset: RLHFlow/iterative-prompt-v1-iter1-20K, split: train, adapter: context_messages}
     eval_prompts:             # held-out prompts
       - {dataset: ./eval.json, split: train, adapter: alpaca_eval}
+    benchmarks:               # the chat benchmarks' own questions (notebook 05's exports), read whole, in order
+      alpaca_eval: {dataset: tatsu-lab/alpaca_eval, data_file: alpaca_eval.json, split: train, adapter: alpaca_eval_questions}
+      mt_bench: {dataset: HuggingFaceH4/mt_bench_prompts, split: train, adapter: mt_bench_questions}
 
 Source keys: ``dataset`` (hub id, or a local .jsonl/.json/.parquet/.csv file, a folder
 written by ``Dataset.save_to_disk``, or a folder laid out as a hub dataset repository; relative
 paths resolve against the recipe's folder), ``split``, ``adapter`` (see :data:`ADAPTERS`),
-optional ``config`` (hub subset), ``num_samples`` (first N after a seeded shuffle: a hub
+optional ``config`` (hub subset), ``data_file`` (one JSON/parquet/CSV file inside a hub dataset
+repository, read with datasets' file builder: for repositories whose loading script datasets 4
+no longer runs, such as AlpacaEval's), ``num_samples`` (first N after a seeded shuffle: a hub
 dataset is then *streamed* through a seeded shuffle buffer, so only the rows kept and the
 buffer travel, not the whole set), ``columns`` (``{expected: actual}``
 renames, for data whose columns are named differently from what the adapter reads) and
@@ -29,6 +34,8 @@ Every adapter returns TRL's standard conversational formats, the ones the whole 
 * preference: ``prompt`` (messages ending with a user turn), ``chosen`` / ``rejected``
   (one assistant message each)
 * prompt: ``prompt`` (messages ending with a user turn)
+* benchmark: ``question_id`` (the benchmark's, or None), ``turns`` (the user turns, in order),
+  ``category``
 
 Usage::
 
@@ -63,7 +70,9 @@ RECIPE_DIR = Path(__file__).resolve().parents[1] / "data_recipes"
 Message = dict[str, str]
 ROLES = ("system", "user", "assistant")
 PARTS = {"sft": "sft", "preference": "preference", "iteration_prompts": "prompt", "eval_prompts": "prompt"}
-SOURCE_KEYS = {"dataset", "split", "adapter", "config", "num_samples", "columns", "invalid_rows"}
+SOURCE_KEYS = {"dataset", "split", "adapter", "config", "data_file", "num_samples", "columns", "invalid_rows"}
+# The benchmarks notebook 05 answers, each with the adapter that gives what its answer file needs.
+BENCHMARKS = {"alpaca_eval": "alpaca_eval_questions", "mt_bench": "mt_bench_questions"}
 LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 # Rows a streamed source draws from at a time (datasets' own shuffle buffer, after it shuffles the
 # shards): large enough to mix well, small enough to download a few MB for a 2K-row sample.
@@ -206,6 +215,30 @@ def adapt_alpaca_eval(row: dict[str, Any]) -> dict[str, Any]:
     return {"prompt": prompt_messages([{"role": "user", "content": row["instruction"]}], "instruction")}
 
 
+def _text(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise RowError(f"field {field!r}: expected non-empty text, got {value!r}")
+    return value
+
+
+def adapt_alpaca_eval_questions(row: dict[str, Any]) -> dict[str, Any]:
+    """tatsu-lab/alpaca_eval's ``alpaca_eval.json``: ``instruction`` (answered), ``dataset`` (its
+    source set, kept as the category); ``output``/``generator`` (the reference answers) ignored."""
+    return {"question_id": None, "turns": [_text(row["instruction"], "instruction")], "category": row.get("dataset") or ""}
+
+
+def adapt_mt_bench_questions(row: dict[str, Any]) -> dict[str, Any]:
+    """HuggingFaceH4/mt_bench_prompts: ``prompt`` (the user turns, two per question), ``prompt_id``
+    (FastChat's question id), ``category``; ``reference`` (answers for the judge) ignored."""
+    turns = row["prompt"]
+    if not isinstance(turns, list) or not turns:
+        raise RowError(f"field 'prompt': expected a list of user turns, got {turns!r}")
+    if not isinstance(row["prompt_id"], int) or isinstance(row["prompt_id"], bool):
+        raise RowError(f"field 'prompt_id': expected an integer question id, got {row['prompt_id']!r}")
+    return {"question_id": row["prompt_id"], "turns": [_text(t, f"prompt[{i}]") for i, t in enumerate(turns)],
+            "category": _text(row["category"], "category")}
+
+
 def adapt_identity_prompt(row: dict[str, Any]) -> dict[str, Any]:
     """Data already in the common prompt format: ``prompt``."""
     return {"prompt": prompt_messages(row["prompt"], "prompt")}
@@ -226,6 +259,8 @@ ADAPTERS: dict[str, Adapter] = {
     "context_messages": Adapter("prompt", adapt_context_messages, (("context_messages",),)),
     "alpaca_eval": Adapter("prompt", adapt_alpaca_eval, (("instruction",),)),
     "identity_prompt": Adapter("prompt", adapt_identity_prompt, (("prompt",),)),
+    "alpaca_eval_questions": Adapter("benchmark", adapt_alpaca_eval_questions, (("instruction",),)),
+    "mt_bench_questions": Adapter("benchmark", adapt_mt_bench_questions, (("prompt",), ("prompt_id",), ("category",))),
 }
 
 
@@ -282,8 +317,9 @@ def _validate_source(src: Any, where: str, kind: str, base: Path) -> dict[str, A
     n = src.get("num_samples")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
         raise ConfigError(f"{where}.num_samples: must be a positive integer (got {n!r})")
-    if src.get("config") is not None and not isinstance(src["config"], str):
-        raise ConfigError(f"{where}.config: must be a string (got {src['config']!r})")
+    for key in ("config", "data_file"):
+        if src.get(key) is not None and not isinstance(src[key], str):
+            raise ConfigError(f"{where}.{key}: must be a string (got {src[key]!r})")
     if src.get("invalid_rows", "raise") not in ("raise", "drop"):
         raise ConfigError(f"{where}.invalid_rows: must be raise or drop (got {src['invalid_rows']!r})")
     cols = src.get("columns")
@@ -297,9 +333,9 @@ def _validate_source(src: Any, where: str, kind: str, base: Path) -> dict[str, A
 
 def validate_mixture(recipe: dict[str, Any], name: str, base: Path) -> dict[str, Any]:
     """Check a ``kind: mixture`` recipe; return it with local paths resolved against ``base``."""
-    unknown = set(recipe) - {"kind", "description", *PARTS}
+    unknown = set(recipe) - {"kind", "description", "benchmarks", *PARTS}
     if unknown:
-        valid = ", ".join(["kind", "description", *PARTS])
+        valid = ", ".join(["kind", "description", *PARTS, "benchmarks"])
         raise ConfigError(f"{name}: unknown key(s) {', '.join(sorted(unknown))} (valid: {valid})")
     if not any(part in recipe for part in PARTS):
         raise ConfigError(f"{name}: a mixture needs at least one of {', '.join(PARTS)}")
@@ -311,6 +347,23 @@ def validate_mixture(recipe: dict[str, Any], name: str, base: Path) -> dict[str,
         if not isinstance(sources, list) or not sources:
             raise ConfigError(f"{name}: {part}: expected a non-empty list of sources, got {sources!r}")
         out[part] = [_validate_source(s, f"{name}: {part}[{i}]", kind, base) for i, s in enumerate(sources)]
+    if "benchmarks" in recipe:
+        out["benchmarks"] = _validate_benchmarks(recipe["benchmarks"], f"{name}: benchmarks", base)
+    return out
+
+
+def _validate_benchmarks(block: Any, where: str, base: Path) -> dict[str, dict[str, Any]]:
+    if not isinstance(block, dict) or not block:
+        raise ConfigError(f"{where}: expected a mapping of benchmark names to sources, got {block!r}")
+    out = {}
+    for bench, src in block.items():
+        if bench not in BENCHMARKS:
+            raise ConfigError(f"{where}: unknown benchmark {bench!r} (choose from {', '.join(BENCHMARKS)})")
+        out[bench] = _validate_source(src, f"{where}.{bench}", "benchmark", base)
+        if out[bench]["adapter"] != BENCHMARKS[bench]:
+            raise ConfigError(f"{where}.{bench}.adapter: must be {BENCHMARKS[bench]} (its answer file needs what it reads)")
+        if "num_samples" in src:
+            raise ConfigError(f"{where}.{bench}.num_samples: a benchmark is answered whole (its score needs every question)")
     return out
 
 
@@ -348,8 +401,15 @@ def is_hub_like(dataset: str) -> bool:
     return not _is_local(dataset) and not path.exists()
 
 
-def read_source(dataset: str, split: str, config: str | None) -> Dataset:
-    """Raw rows of one source: local file, local ``save_to_disk`` folder or hub dataset."""
+def read_source(dataset: str, split: str, config: str | None, data_file: str | None = None) -> Dataset:
+    """Raw rows of one source: local file, local ``save_to_disk`` folder or hub dataset (or one
+    ``data_file`` of a hub dataset repository, or of a local folder laid out as one)."""
+    if data_file is not None:
+        builder = LOCAL_SUFFIXES.get(Path(data_file).suffix)
+        if builder is None:
+            raise ValueError(f"{dataset}: data_file {data_file!r}: unsupported file type (use {', '.join(LOCAL_SUFFIXES)})")
+        base = dataset if Path(dataset).expanduser().is_dir() else f"hf://datasets/{dataset}"
+        return datasets.load_dataset(builder, data_files={split: f"{base}/{data_file}"}, split=split)
     if not is_hub_like(dataset):
         path = Path(dataset).expanduser()
         if not path.exists():
@@ -475,13 +535,13 @@ def load_source(source: dict[str, Any], seed: int) -> Dataset:
     n = source.get("num_samples")
     renames = {actual: expected for expected, actual in (source.get("columns") or {}).items() if actual != expected}
     order, total = None, None
-    if n is not None and is_hub_like(name):
+    if n is not None and is_hub_like(name) and source.get("data_file") is None:
         stream = _stream(name, source["split"], source.get("config"), seed)
 
         def window(size: int) -> Dataset:
             return _take(stream, size)
     else:
-        ds = read_source(name, source["split"], source.get("config"))
+        ds = read_source(name, source["split"], source.get("config"), source.get("data_file"))
         # Shuffle the raw rows, then adapt only as many as num_samples needs (a 2.3M-row set is
         # not converted to keep 2K rows).
         order, total = np.random.default_rng(seed).permutation(len(ds)), len(ds)

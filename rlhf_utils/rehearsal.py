@@ -3,7 +3,7 @@ preset's structure on the mini hub (``rlhf_utils.mini_hub``), on the CPU, offlin
 
 What it runs is ``colab_t4`` as it is (LoRA on every stage, gradient accumulation, its K, its
 iteration count and pair rule, the hub branch of every notebook, streamed hub-schema data, the
-ChatML template, the exports); only the model ids and the recipe point at the mini hub, and the
+ChatML template, the benchmark answer files); only the model ids and the recipe point at the mini hub, and the
 sequence lengths are cut to CPU size. What it cannot prove: real weights (the mini model learns
 nothing worth measuring), CUDA, bf16/fp16, vLLM, several GPUs.
 
@@ -21,8 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from .artifacts import default_run_dir
+from .benchmarks import load_benchmarks
+from .config import load_config
 from .mini_hub import MODEL, RECIPE, build_mini_hub
 from .pipeline import NOTEBOOKS, run_pipeline
+from .report import model_names
 
 PRESET = "colab_t4"
 BLOCKS = ("sft", "reward_model", "preference_model", "online_dpo", "offline_dpo", "evaluation", "ablations")
@@ -78,6 +81,20 @@ def check_results(results: dict[str, Any], run_dir: Path) -> None:
             raise RehearsalError(f"{run_dir / name} was not written")
 
 
+def check_exports(run_dir: Path, models: list[str], questions: dict[str, list[dict[str, Any]]]) -> None:
+    """Every model answered every benchmark question, every turn of it, in each tool's format."""
+    import json
+
+    for name in models:
+        alpaca = json.loads((run_dir / f"exports/{name}.alpaca_eval.json").read_text())
+        if [r["instruction"] for r in alpaca] != [q["turns"][0] for q in questions["alpaca_eval"]]:
+            raise RehearsalError(f"exports/{name}.alpaca_eval.json does not answer AlpacaEval's instructions in order")
+        lines = [json.loads(x) for x in (run_dir / f"exports/{name}.mt_bench.jsonl").read_text().splitlines()]
+        if [(x["question_id"], len(x["choices"][0]["turns"])) for x in lines] != [
+                (q["question_id"], len(q["turns"])) for q in questions["mt_bench"]]:
+            raise RehearsalError(f"exports/{name}.mt_bench.jsonl does not answer every MT-Bench question and turn")
+
+
 def rehearse(run_dir: str | Path | None = None, hub_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Build (or reuse) the mini hub, run every notebook on it from scratch, check the results."""
     run_dir = Path(run_dir or default_run_dir("rehearsal"))
@@ -86,6 +103,8 @@ def rehearse(run_dir: str | Path | None = None, hub_dir: str | Path | None = Non
     built = time.time() - start
     results = run_pipeline(PRESET, run_dir, rehearsal_overrides(hub), progress=progress)
     check_results(results, run_dir)
+    cfg = load_config(PRESET, rehearsal_overrides(hub))
+    check_exports(run_dir, model_names(cfg), load_benchmarks(cfg))
     print(f"rehearsal: {PRESET} on the mini hub ({hub}) passed in {time.time() - start:.0f}s "
           f"({built:.0f}s of it building or finding the mini hub); run dir {run_dir}")
     return results

@@ -1,23 +1,20 @@
-"""Stage 5 outputs: the model comparison table, ``report.md``, and answer files for external judges.
+"""Stage 5 outputs: the model comparison table and ``report.md`` (the answer files: ``rlhf_utils.benchmarks``).
 
 Usage::
 
     table, frames = compare_models(run, cfg, has_gold=True)    # one row per model, from the stage-4 eval samples
     write_report(run, cfg, table, figures, summary_lines)      # <run>/report.md + PNG plots beside it
-    export_alpaca_eval(frame, "iter_3", run / "exports/iter_3.alpaca_eval.json")
 """
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .artifacts import RunDir, atomic_write_json, atomic_write_text
+from .artifacts import RunDir, atomic_write_text
 from .config import Config
 from .evaluation import bootstrap_ci, summarize
 
@@ -48,27 +45,6 @@ def compare_models(run: RunDir, cfg: Config, has_gold: bool) -> tuple[pd.DataFra
         if has_gold:
             rows[name]["gold_reward_ci"] = list(bootstrap_ci(f["gold"].to_numpy(), cfg.eval.bootstrap_samples, seed=cfg.runtime.seed))
     return pd.DataFrame(rows).T, frames
-
-
-def export_alpaca_eval(frame: pd.DataFrame, generator: str, path: str | Path) -> Path:
-    """Answers in AlpacaEval's model-outputs format: a JSON list of {instruction, output, generator}."""
-    records = [{"instruction": p, "output": r, "generator": generator} for p, r in zip(frame["prompt"], frame["response"])]
-    atomic_write_json(path, records)
-    return Path(path)
-
-
-def export_mt_bench(frame: pd.DataFrame, model_id: str, path: str | Path, question_ids: list[int] | None = None) -> Path:
-    """Answers in FastChat's MT-Bench answer-file format (one JSON object per line)."""
-    ids = question_ids or list(range(1, len(frame) + 1))
-    lines = [
-        json.dumps({
-            "question_id": qid, "answer_id": f"{model_id}-{qid}", "model_id": model_id,
-            "choices": [{"index": 0, "turns": [r]}], "tstamp": time.time(),
-        })
-        for qid, r in zip(ids, frame["response"])
-    ]
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return Path(path)
 
 
 def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:

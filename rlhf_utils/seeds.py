@@ -26,6 +26,7 @@ PURPOSES: dict[str, tuple[int, int]] = {
     "rollout": (0, 1000),             # iteration t's samples
     "pair_rule": (0, 1),              # iteration t's random choices of max_random / random
     "shard": (0, 1),                  # data-parallel generation shard i of one call
+    "benchmark": (104_729, 1),        # stage 5's benchmark answers: 10 x benchmark number + turn
 }
 
 

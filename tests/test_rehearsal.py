@@ -84,3 +84,20 @@ def test_a_missing_block_or_a_gold_key_fails_the_rehearsal(rehearsal):
         check_results({k: v for k, v in results.items() if k != "ablations"}, run)
     with pytest.raises(RehearsalError, match=r"gold-reward keys on hub data: sft.gold_reward"):
         check_results(json.loads(json.dumps(results)) | {"sft": results["sft"] | {"gold_reward": 0.5}}, run)
+
+
+def test_every_model_answered_the_benchmarks_own_questions(rehearsal):
+    from rlhf_utils.benchmarks import load_benchmarks
+    from rlhf_utils.rehearsal import check_exports, rehearsal_overrides
+    from rlhf_utils.report import model_names
+
+    run, hub, _ = rehearsal
+    cfg = load_config(PRESET, rehearsal_overrides(hub.parent))
+    questions = load_benchmarks(cfg)
+    assert {k: len(v) for k, v in questions.items()} == {"alpaca_eval": mini_hub.ROWS["alpaca_eval"],
+                                                         "mt_bench": mini_hub.ROWS["mt_bench"]}
+    check_exports(run, model_names(cfg), questions)  # rehearse() ran it too; here it must also fail when wrong
+    with pytest.raises(RehearsalError, match="mt_bench.jsonl does not answer every MT-Bench question and turn"):
+        check_exports(run, ["sft"], questions | {"mt_bench": questions["mt_bench"][1:]})
+    line = json.loads((run / "exports/iter_3.mt_bench.jsonl").read_text().splitlines()[0])
+    assert line["model_id"] == "colab_t4-iter_3" and len(line["choices"][0]["turns"]) == 2
