@@ -8,7 +8,7 @@ file, as ``make test`` runs it) after a cell that sets ``results`` to this machi
   another CPU's kernels would move them): the check passes;
 * with a result key renamed, a summary line gone, or its wording changed: the check fails.
 
-All variants run in one nbval session (one pytest process), to keep the suite short.
+All variants run in one nbval session (one pytest process, one kernel per variant), to keep the suite short.
 """
 
 from __future__ import annotations
@@ -66,7 +66,10 @@ def lose_a_line_and_reword(name: str, cells: list) -> None:
 
 @pytest.fixture(scope="module")
 def outcome(tiny_run, tmp_path_factory) -> dict[str, dict[str, bool]]:
-    """variant -> notebook -> whether nbval passed it."""
+    """variant -> notebook -> whether nbval passed it.
+
+    One notebook per variant (one kernel each): a cell that sets ``results``, then every committed
+    notebook's checked cells in order; each cell is its own nbval test, mapped back to its notebook."""
     _, results = tiny_run
     variants = {
         "as_measured": (results, None),
@@ -76,32 +79,34 @@ def outcome(tiny_run, tmp_path_factory) -> dict[str, dict[str, bool]]:
         "lost_line_and_wording": (results, lose_a_line_and_reword),
     }
     root = tmp_path_factory.mktemp("nbval_checks")
-    paths = {}
+    owner: dict[tuple[str, int], str] = {}  # (variant, cell index) -> the notebook the cell comes from
     for variant, (values, edit) in variants.items():
-        (root / variant).mkdir()
-        (root / variant / "results.json").write_text(json.dumps(values))
+        (root / f"{variant}.json").write_text(json.dumps(values))
+        cells = [nbformat.v4.new_code_cell(f"import json\nresults = json.load(open({str(root / f'{variant}.json')!r}))")]
         for name in NOTEBOOKS:
-            cells = copy.deepcopy(checked_cells(name))
+            mine = copy.deepcopy(checked_cells(name))
             if edit:
-                edit(name, cells)
-            setup = nbformat.v4.new_code_cell(f"import json\nresults = json.load(open({str(root / variant / 'results.json')!r}))")
-            nb = nbformat.v4.new_notebook(cells=[setup, *cells])
-            nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-            paths[variant, name] = root / variant / name
-            nbformat.write(nb, paths[variant, name])
+                edit(name, mine)
+            owner |= {(variant, len(cells) + i): name for i in range(len(mine))}
+            cells += mine
+        nb = nbformat.v4.new_notebook(cells=cells)
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, root / f"{variant}.ipynb")
     report = root / "report.xml"
     subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
-         "--nbval-sanitize-with", str(SANITIZE), f"--junitxml={report}", "--rootdir", str(root), *map(str, paths.values())],
+         "--nbval-sanitize-with", str(SANITIZE), f"--junitxml={report}", "--rootdir", str(root),
+         *(str(root / f"{v}.ipynb") for v in variants)],
         capture_output=True, text=True, timeout=900, cwd=root,
     )
-    failed = set()
+    ran, failed = set(), set()
     for case in ET.parse(report).iter("testcase"):
+        variant = next(v for v in variants if v in case.get("classname", "") + case.get("file", ""))
+        cell = int(case.get("name", "").split()[-1])  # nbval names each test "Cell <index>"
+        ran.add((variant, cell))
         if case.find("failure") is not None or case.find("error") is not None:
-            where = case.get("classname", "") + "/" + case.get("file", "")
-            failed |= {key for key in paths if key[0] in where and key[1].removesuffix(".ipynb") in where}
-    ran = {c.get("classname", "") for c in ET.parse(report).iter("testcase")}
-    assert len(ran) >= len(variants), f"nbval did not run every variant: {sorted(ran)}"
+            failed.add((variant, owner.get((variant, cell), "setup")))
+    assert set(owner) <= ran, f"nbval did not run every checked cell: {sorted(set(owner) - ran)}"
     return {v: {n: (v, n) not in failed for n in NOTEBOOKS} for v in variants}
 
 

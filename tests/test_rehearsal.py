@@ -92,7 +92,7 @@ def test_every_model_answered_the_benchmarks_own_questions(rehearsal):
     from rlhf_utils.report import model_names
 
     run, hub, _ = rehearsal
-    cfg = load_config(PRESET, rehearsal_overrides(hub.parent))
+    cfg = load_config(PRESET, rehearsal_overrides(hub))
     questions = load_benchmarks(cfg)
     assert {k: len(v) for k, v in questions.items()} == {"alpaca_eval": mini_hub.ROWS["alpaca_eval"],
                                                          "mt_bench": mini_hub.ROWS["mt_bench"]}
