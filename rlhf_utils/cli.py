@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     lau.add_argument("--nodes", type=int, default=1)
     lau.add_argument("--node-rank", type=int, default=0, help="this node's rank, 0 .. nodes-1 (node 0 hosts the rendezvous)")
     lau.add_argument("--main-ip", default="127.0.0.1", help="node 0's address, reachable from every node")
-    lau.add_argument("--main-port", type=int, default=29500)
+    lau.add_argument("--main-port", type=int, default=29500, help="node 0's rendezvous port")
     lau.add_argument("--processes-per-node", type=int, default=None, help="default: the GPUs visible here")
     lau.add_argument("--cpu", action="store_true", help="gloo processes without GPUs (tests): no DeepSpeed config")
 

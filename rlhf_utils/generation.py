@@ -299,10 +299,10 @@ class LaunchedGenerator:
         self.new_tokens = 0
 
     def command(self) -> list[str]:
-        from .launch import accelerate_launcher
+        from .launch import accelerate_launcher, free_port
 
         # One process needs no launcher (and vLLM then runs its own executor).
-        launcher = accelerate_launcher(self.processes) if self.processes > 1 else [sys.executable]
+        launcher = accelerate_launcher(self.processes, main_port=free_port()) if self.processes > 1 else [sys.executable]
         return [*launcher, "-m", "rlhf_utils.generation", "--config", self.config_path, "--model", self.model_path,
                 "--request", str(self.work_dir / "request.json"), "--out", str(self.work_dir / "responses.json")]
 

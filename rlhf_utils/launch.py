@@ -35,7 +35,7 @@ def inside_launch() -> bool:
 
 
 def accelerate_launcher(num_processes: int, config_file: str | Path | None = None, nodes: int = 1, node_rank: int = 0,
-                        main_ip: str = "127.0.0.1", main_port: int = 29500) -> list[str]:
+                        main_ip: str = "127.0.0.1", main_port: int | None = None) -> list[str]:
     """``accelerate launch`` with ``num_processes`` processes in all, over ``nodes`` machines, as an argv prefix.
 
     With a ``config_file`` (DDP, DeepSpeed, FSDP: ``rlhf_utils/accelerate_configs``) the config
@@ -43,7 +43,8 @@ def accelerate_launcher(num_processes: int, config_file: str | Path | None = Non
     is what makes accelerate 1.15 start the processes itself (with torch's elastic launcher), also
     on a machine without GPUs, where ``PartialState(cpu=True)`` joins them into a gloo MULTI_CPU
     group; ``--cpu`` would start only one unless mpirun is installed. Over several nodes every
-    node runs the same command with its own ``node_rank``; node 0 listens at ``main_ip:main_port``.
+    node runs the same command with its own ``node_rank``; node 0 listens at ``main_ip:main_port``
+    (default 29500; on one node, accelerate's default port unless ``main_port`` is given).
     """
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes)]
     if config_file is not None:
@@ -52,8 +53,20 @@ def accelerate_launcher(num_processes: int, config_file: str | Path | None = Non
         launcher += ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]
     launcher += ["--num_machines", str(nodes)]
     if nodes > 1:
-        launcher += ["--machine_rank", str(node_rank), "--main_process_ip", main_ip, "--main_process_port", str(main_port)]
+        launcher += ["--machine_rank", str(node_rank), "--main_process_ip", main_ip]
+    if nodes > 1 or main_port is not None:
+        launcher += ["--main_process_port", str(main_port or 29500)]
     return launcher
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now: a rendezvous of its own for a launch started while another
+    group (a training launch, say) may hold accelerate's default port."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def training_processes(cfg) -> int:
@@ -82,7 +95,7 @@ def launch_command(
 
 
 def node_command(stage: str, preset: str, run_dir: str | Path, sets: list[str], iteration: int, nodes: int,
-                 node_rank: int, main_ip: str, main_port: int, processes_per_node: int, cpu: bool = False) -> list[str]:
+                 node_rank: int, main_ip: str, main_port: int | None, processes_per_node: int, cpu: bool = False) -> list[str]:
     """One node's command to train ``stage`` on ``nodes`` x ``processes_per_node`` processes.
 
     Every node runs it (with its own ``node_rank``) against one run dir on a shared filesystem;

@@ -147,7 +147,9 @@ def test_data_parallel_shards_join_in_prompt_order(tok, tmp_path, capsys):
     from rlhf_utils.seeds import seed_for
 
     cfg, model_dir, gen = _two_process_generator(tok, tmp_path)
-    assert isinstance(gen, LaunchedGenerator) and "accelerate.commands.launch" in gen.command()
+    cmd = gen.command()
+    assert isinstance(gen, LaunchedGenerator) and "accelerate.commands.launch" in cmd
+    assert cmd[cmd.index("--main_process_port") + 1] != "29500", "a port of its own, free of any training launch"
     prompts = [[{"role": "user", "content": ins.text}] for ins in ToyWorld.from_recipe().all_instructions()[:5]]
     joined = gen.generate(prompts, n=3, temperature=1.0, top_p=1.0, max_new_tokens=6, seed=10, tag="gen")
     assert not (tmp_path / "shards").exists(), "scratch files are removed once joined"

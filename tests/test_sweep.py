@@ -17,7 +17,7 @@ def write(tmp_path, text):
 
 def test_a_grid_expands_sweeps_and_checks_every_variant(tmp_path):
     grid = load_grid(write(tmp_path, """
-base: {online.prompts_per_iteration: 64}
+base: {online.prompts_per_iteration: 32, online.k: 4}
 variants:
   - {label: paper, knob: baseline, set: {}}
   - {label: random, knob: pair rule, set: {online.selection: random}}
@@ -135,7 +135,7 @@ def test_a_resumed_sweep_reads_finished_variants_back_and_a_changed_knob_is_redo
 
 @pytest.mark.e2e
 def test_the_cli_sweep_runs_each_variant_in_its_own_dir_sharing_the_seeds_models(tiny_run, tmp_path, capsys):
-    """`rlhf-workflow sweep` on a reduced grid (one seed, two variants, 64 prompts per iteration):
+    """`rlhf-workflow sweep` on a reduced grid (one seed, two variants, 32 prompts per iteration, K=4):
     the seed's shared stages are reused from a finished run (hard-linked in, as a resumed sweep
     finds them), the baseline and the variant each execute notebook 04 in their own run dir, the
     variant shares the baseline's samples and scores, and the report holds both."""
@@ -147,7 +147,7 @@ def test_the_cli_sweep_runs_each_variant_in_its_own_dir_sharing_the_seeds_models
     for part in ("data", "models/sft", "models/reward_model", "models/preference_model", "results.json"):
         _link_tree(run_dir / part, out / "seed_42/shared" / part)
     grid = write(tmp_path, """
-base: {online.prompts_per_iteration: 64}
+base: {online.prompts_per_iteration: 32, online.k: 4}
 variants:
   - {label: paper, knob: baseline, set: {}}
   - {label: random, knob: pair rule, set: {online.selection: random}}
@@ -164,4 +164,4 @@ variants:
     assert {"generate:1", "score:1", "eval:sft"} <= set(random_pairs["shared_phases"]["42"])
     assert "pair:1" not in random_pairs["shared_phases"]["42"]
     stats = json.loads((out / "seed_42/baseline_paper/online/iter_1/stats.json").read_text())["stats"]
-    assert stats["prompts"] == 64 and base["per_seed"]["42"]["generated_samples"] == 3 * 64 * 8
+    assert stats["prompts"] == 32 and base["per_seed"]["42"]["generated_samples"] == 3 * 32 * 4
