@@ -17,7 +17,7 @@ def write(tmp_path, text):
 
 def test_a_grid_expands_sweeps_and_checks_every_variant(tmp_path):
     grid = load_grid(write(tmp_path, """
-base: {online.prompts_per_iteration: 32, online.k: 4}
+base: {online.prompts_per_iteration: 64}
 variants:
   - {label: paper, knob: baseline, set: {}}
   - {label: random, knob: pair rule, set: {online.selection: random}}
